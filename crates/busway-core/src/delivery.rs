@@ -1,0 +1,145 @@
+//! A received message and the one-shot handle that settles it with the broker.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::dead_letter::DeadLetterMetadata;
+use crate::error::Result;
+use crate::message::Message;
+
+/// How a delivery ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    /// Processed: remove it.
+    Ack,
+    /// Give it back to be delivered again, after `delay` (zero: at once), with its attempt
+    /// count increased.
+    Redeliver {
+        /// How long the broker holds it back before delivering it again.
+        delay: Duration,
+        /// When the first delivery of this message failed; carried to the next attempt.
+        first_failure: DateTime<Utc>,
+    },
+    /// Move it, unchanged, to the group's dead-letter queue with this metadata.
+    DeadLetter(Box<DeadLetterMetadata>),
+}
+
+/// The adapter side of a delivery: settles it with the broker exactly once.
+///
+/// Adapters implement this; `settle` consumes the box, so settling twice cannot compile.
+/// Dropping an unsettled handle must give the message back to the broker for redelivery (as a
+/// consumer crash would), never lose it.
+#[async_trait]
+pub trait Settle: Send + 'static {
+    /// Performs the settlement.
+    async fn settle(self: Box<Self>, settlement: Settlement) -> Result<()>;
+}
+
+/// Where a delivery came from and how often it has been tried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryInfo {
+    /// The topic it was published to.
+    pub topic: String,
+    /// The consumer group receiving it.
+    pub group: String,
+    /// 1 for the first delivery; the broker's delivery count where it keeps one.
+    pub attempt: u32,
+    /// When an earlier delivery of this message first failed, if one did.
+    pub first_failure: Option<DateTime<Utc>>,
+    /// Set by the adapter when the broker message could not be decoded into a CloudEvent; the
+    /// runtime dead-letters such a delivery at once with reason `undecodable`, and the adapter
+    /// forwards the original bytes unchanged.
+    pub decode_error: Option<String>,
+}
+
+impl DeliveryInfo {
+    /// Info for a first, decodable delivery.
+    pub fn new(topic: impl Into<String>, group: impl Into<String>, attempt: u32) -> Self {
+        Self {
+            topic: topic.into(),
+            group: group.into(),
+            attempt,
+            first_failure: None,
+            decode_error: None,
+        }
+    }
+}
+
+/// A message received as a member of a group, with its settlement handle.
+///
+/// Every settling method takes `self`, so a delivery is settled at most once by construction.
+///
+/// ```
+/// # async fn handle(delivery: busway_core::Delivery) -> busway_core::Result<()> {
+/// if delivery.message().data().is_empty() {
+///     delivery.redeliver(std::time::Duration::from_secs(5)).await
+/// } else {
+///     delivery.ack().await
+/// }
+/// # }
+/// ```
+pub struct Delivery {
+    message: Message,
+    info: DeliveryInfo,
+    settle: Box<dyn Settle>,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("message", &self.message)
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Delivery {
+    /// Assembles a delivery; used by adapters.
+    pub fn new(message: Message, info: DeliveryInfo, settle: Box<dyn Settle>) -> Self {
+        Self {
+            message,
+            info,
+            settle,
+        }
+    }
+    /// The message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+    /// Where it came from and the attempt number.
+    pub fn info(&self) -> &DeliveryInfo {
+        &self.info
+    }
+    /// 1 for the first delivery.
+    pub fn attempt(&self) -> u32 {
+        self.info.attempt
+    }
+    /// Settles with an explicit [`Settlement`].
+    pub async fn settle(self, settlement: Settlement) -> Result<()> {
+        self.settle.settle(settlement).await
+    }
+    /// Acknowledges: the message is done.
+    pub async fn ack(self) -> Result<()> {
+        self.settle(Settlement::Ack).await
+    }
+    /// Gives the message back to be delivered again after `delay`.
+    pub async fn redeliver(self, delay: Duration) -> Result<()> {
+        let first_failure = self.info.first_failure.unwrap_or_else(Utc::now);
+        self.settle(Settlement::Redeliver {
+            delay,
+            first_failure,
+        })
+        .await
+    }
+    /// Moves the message to the dead-letter queue with `metadata`.
+    pub async fn dead_letter(self, metadata: DeadLetterMetadata) -> Result<()> {
+        self.settle(Settlement::DeadLetter(Box::new(metadata))).await
+    }
+    /// Splits into parts, for runtimes that hand the message to a handler and settle later.
+    pub fn into_parts(self) -> (Message, DeliveryInfo, Box<dyn Settle>) {
+        (self.message, self.info, self.settle)
+    }
+}
