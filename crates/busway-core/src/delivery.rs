@@ -53,6 +53,11 @@ pub struct DeliveryInfo {
     /// runtime dead-letters such a delivery at once with reason `undecodable`, and the adapter
     /// forwards the original bytes unchanged.
     pub decode_error: Option<String>,
+    /// Set by adapters whose broker promises an order the runtime must keep (e.g. a Kafka
+    /// partition): deliveries with the same ordering key are handled one at a time, in arrival
+    /// order, whatever the group's [`Ordering`](crate::Ordering). When unset and the group asks
+    /// for per-key ordering, the message's partition key is used.
+    pub ordering_key: Option<String>,
 }
 
 impl DeliveryInfo {
@@ -64,6 +69,7 @@ impl DeliveryInfo {
             attempt,
             first_failure: None,
             decode_error: None,
+            ordering_key: None,
         }
     }
 }

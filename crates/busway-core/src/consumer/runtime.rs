@@ -140,10 +140,12 @@ impl Runtime {
                 info: info.clone(),
             })
         });
-        let lane = match (self.settings.ordering, message.partition_key()) {
-            (Ordering::PerKey, Some(key)) => Some(lanes.enter(key)),
-            _ => None,
+        let key = match (&info.ordering_key, self.settings.ordering) {
+            (Some(key), _) => Some(key.as_str()),
+            (None, Ordering::PerKey) => message.partition_key(),
+            (None, Ordering::Unordered) => None,
         };
+        let lane = key.map(|k| lanes.enter(k));
         Job {
             message,
             info,
