@@ -79,7 +79,9 @@ impl Backoff {
                 if *jitter {
                     b = b.with_jitter();
                 }
-                Box::new(b.build())
+                // backon multiplies in f32 (400 ms comes out as 400.000006 ms); round to the
+                // microsecond so configured waits are the waits that happen.
+                Box::new(b.build().map(round_to_micros))
             }
         }
     }
@@ -89,6 +91,11 @@ impl Backoff {
         let n = failed_attempts.max(1) as usize;
         self.delays(n, None).last().unwrap_or(Duration::ZERO)
     }
+}
+
+fn round_to_micros(d: Duration) -> Duration {
+    let micros = (d.as_nanos() + 500) / 1000;
+    Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
 }
 
 /// In-process retries of one delivery, before it is given back to the broker.
