@@ -1,0 +1,211 @@
+//! `BusConfig`: which broker, its settings, and consumer defaults, from a TOML file and `BUSWAY_*`
+//! environment variables.
+
+use std::path::Path;
+use std::time::Duration;
+
+use busway_core::{CircuitBreakerConfig, Error, RedeliveryPolicy, Result, RetryPolicy};
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+/// The file [`BusConfig::load`] reads when `BUSWAY_CONFIG` names none.
+pub const DEFAULT_CONFIG_FILE: &str = "busway.toml";
+
+/// Which broker the bus connects to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    /// The in-process broker (no setup; messages live as long as the process).
+    #[default]
+    Memory,
+    /// RabbitMQ (feature `rabbitmq`).
+    RabbitMq,
+    /// Kafka (feature `kafka`).
+    Kafka,
+    /// Azure Service Bus (feature `servicebus`).
+    ServiceBus,
+}
+
+impl BrokerKind {
+    /// The name used in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::RabbitMq => "rabbitmq",
+            Self::Kafka => "kafka",
+            Self::ServiceBus => "servicebus",
+        }
+    }
+}
+
+/// Defaults applied to every consumer made with [`Bus::consumer`](crate::Bus::consumer).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsumerDefaults {
+    /// Deliveries handled at once.
+    pub concurrency: usize,
+    /// In-process retries.
+    pub retry: RetryPolicy,
+    /// Broker redeliveries before dead-lettering.
+    pub redelivery: RedeliveryPolicy,
+    /// Limit per handler attempt.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Circuit breaker, off when absent.
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// How long shutdown waits for in-flight handlers.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ConsumerDefaults {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            retry: RetryPolicy::default(),
+            redelivery: RedeliveryPolicy::default(),
+            timeout: None,
+            circuit_breaker: None,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything [`Bus::connect`](crate::Bus::connect) needs.
+///
+/// ```toml
+/// broker = "rabbitmq"            # memory | rabbitmq | kafka | servicebus
+///
+/// [rabbitmq]
+/// url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+///
+/// [consumer]
+/// concurrency = 16
+/// timeout = "30s"
+/// retry = { max_attempts = 3, backoff = { kind = "exponential", initial = "100ms", factor = 2.0, max_delay = "5s", jitter = true } }
+/// redelivery = { max_deliveries = 5, backoff = { kind = "fixed", delay = "10s" } }
+/// ```
+///
+/// Environment variables override the file: `BUSWAY_BROKER=kafka`, and `__` for nesting, e.g.
+/// `BUSWAY_KAFKA__BOOTSTRAP_SERVERS=10.0.0.5:9092` or `BUSWAY_CONSUMER__CONCURRENCY=32`.
+/// Variables without `__` other than `BUSWAY_BROKER` and `BUSWAY_CONFIG` are not configuration
+/// (e.g. the test fixtures' `BUSWAY_RABBITMQ_URL`) and are ignored.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// The broker to use.
+    pub broker: BrokerKind,
+    /// In-process broker limits.
+    #[cfg(feature = "memory")]
+    pub memory: busway_memory::MemoryConfig,
+    /// Consumer defaults.
+    pub consumer: ConsumerDefaults,
+}
+
+impl BusConfig {
+    /// Reads `BUSWAY_CONFIG` (or `busway.toml` in the working directory, when it exists) and the
+    /// `BUSWAY_*` environment variables.
+    pub fn load() -> Result<Self> {
+        let path = std::env::var("BUSWAY_CONFIG").unwrap_or_else(|_| DEFAULT_CONFIG_FILE.to_owned());
+        let explicit = std::env::var_os("BUSWAY_CONFIG").is_some();
+        if explicit && !Path::new(&path).exists() {
+            return Err(Error::config("BUSWAY_CONFIG", format!("file {path} does not exist")));
+        }
+        Self::from_figment(Figment::new().merge(Toml::file(path)).merge(env()))
+    }
+
+    /// Reads one TOML file, then the `BUSWAY_*` environment variables.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Err(Error::config("config file", format!("{} does not exist", path.display())));
+        }
+        Self::from_figment(Figment::new().merge(Toml::file(path)).merge(env()))
+    }
+
+    /// Parses TOML text alone (no environment).
+    pub fn from_toml(text: &str) -> Result<Self> {
+        Self::from_figment(Figment::new().merge(Toml::string(text)))
+    }
+
+    /// Extracts from any figment, mapping errors to [`Error::Config`] naming the field.
+    pub fn from_figment(figment: Figment) -> Result<Self> {
+        figment.extract().map_err(|e| {
+            let field = if e.path.is_empty() { "<root>".to_owned() } else { e.path.join(".") };
+            Error::config(field, e.kind.to_string())
+        })
+    }
+}
+
+/// `BUSWAY_*` variables that are configuration: `BUSWAY_BROKER` and nested `A__B` keys.
+fn env() -> Env {
+    Env::prefixed("BUSWAY_")
+        .filter(|key| key.as_str().eq_ignore_ascii_case("broker") || key.as_str().contains("__"))
+        .split("__")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use busway_core::Backoff;
+
+    #[test]
+    fn defaults_to_the_in_process_broker() {
+        let config = BusConfig::from_toml("").unwrap();
+        assert_eq!(config.broker, BrokerKind::Memory);
+        assert_eq!(config.consumer, ConsumerDefaults::default());
+    }
+
+    #[test]
+    fn reads_consumer_policies_with_human_durations() {
+        let config = BusConfig::from_toml(
+            r#"
+            broker = "memory"
+            [consumer]
+            concurrency = 16
+            timeout = "2s"
+            retry = { max_attempts = 4, backoff = { kind = "fixed", delay = "250ms" } }
+            redelivery = { max_deliveries = 7, backoff = { kind = "exponential", initial = "1s", factor = 3.0, max_delay = "1m", jitter = false } }
+            circuit_breaker = { failure_threshold = 5, cool_down = "30s" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.consumer.concurrency, 16);
+        assert_eq!(config.consumer.timeout, Some(Duration::from_secs(2)));
+        assert_eq!(config.consumer.retry.max_attempts, 4);
+        assert_eq!(
+            config.consumer.retry.backoff,
+            Backoff::Fixed { delay: Duration::from_millis(250) }
+        );
+        assert_eq!(config.consumer.redelivery.max_deliveries, 7);
+        assert_eq!(config.consumer.circuit_breaker.unwrap().cool_down, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = BusConfig::from_toml("broker = \"carrier-pigeon\"").unwrap_err();
+        assert!(err.to_string().contains("`broker`"), "{err}");
+        let err = BusConfig::from_toml("[consumer]\nconcurrency = \"many\"").unwrap_err();
+        assert!(err.to_string().contains("`consumer.concurrency`"), "{err}");
+        let err = BusConfig::from_toml("[consumer]\nconcurency = 3").unwrap_err();
+        assert!(err.to_string().contains("concurency"), "{err}");
+        let err = BusConfig::from_toml("[consumer]\ntimeout = \"soon\"").unwrap_err();
+        assert!(err.to_string().contains("`consumer.timeout`"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_ignores_fixture_variables() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("busway.toml", "broker = \"memory\"\n[consumer]\nconcurrency = 2")?;
+            jail.set_env("BUSWAY_CONSUMER__CONCURRENCY", "32");
+            jail.set_env("BUSWAY_RABBITMQ_URL", "amqp://fixture-only");
+            let config = BusConfig::load().map_err(|e| e.to_string())?;
+            assert_eq!(config.consumer.concurrency, 32);
+            jail.set_env("BUSWAY_BROKER", "kafka");
+            let config = BusConfig::load().map_err(|e| e.to_string())?;
+            assert_eq!(config.broker, BrokerKind::Kafka);
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,46 @@
+//! # busway
+//!
+//! Publish and consume events through one broker-neutral API, on Kafka, RabbitMQ, Azure Service
+//! Bus or an in-process broker chosen by configuration, with the patterns production systems need:
+//! retries with backoff, durable delayed redelivery, dead-letter queues, circuit breaking and
+//! idempotent consumers.
+//!
+//! ```
+//! use std::time::Duration;
+//! use busway::{Bus, HandlerError, Json, Message, handler_fn};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct OrderPlaced { order: u64 }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> busway::Result<()> {
+//! let bus = Bus::memory();
+//! let consumer = bus
+//!     .consumer("orders", "billing")
+//!     .start(handler_fn(|Json(evt): Json<OrderPlaced>| async move {
+//!         println!("bill order {}", evt.order);
+//!         Ok::<_, HandlerError>(())
+//!     }))
+//!     .await?;
+//! bus.publish("orders", Message::builder("/shop", "shop.order.placed.v1")
+//!     .json(&OrderPlaced { order: 42 })?
+//!     .build()?).await?;
+//! # tokio::time::sleep(Duration::from_millis(50)).await;
+//! consumer.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The broker comes from [`BusConfig`]: a `busway.toml` file and `BUSWAY_*` environment
+//! variables, so the same application runs on every broker. Adapters are cargo features:
+//! `memory` (default), `rabbitmq`, `kafka`, `servicebus`.
+
+mod bus;
+mod config;
+
+pub use bus::Bus;
+pub use config::{BrokerKind, BusConfig, ConsumerDefaults};
+
+pub use busway_core::*;
+
+/// The in-process broker.
+#[cfg(feature = "memory")]
+pub use busway_memory as memory;
