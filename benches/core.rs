@@ -5,6 +5,8 @@
 //! cargo bench --bench core
 //! ```
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +22,10 @@ fn sample(data_len: usize) -> Message {
     Message::builder("/bench/orders", "bench.order.placed.v1")
         .subject("orders/1")
         .partition_key("customer-1")
-        .extension("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .extension(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
         .datacontenttype("application/octet-stream")
         .data(vec![7u8; data_len])
         .build()
@@ -54,9 +59,11 @@ fn codec(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("structured_encode", size), &m, |b, m| {
             b.iter(|| wire::to_structured(std::hint::black_box(m)).expect("encodes"))
         });
-        group.bench_with_input(BenchmarkId::new("structured_decode", size), &structured, |b, s| {
-            b.iter(|| wire::from_structured(std::hint::black_box(s)).expect("decodes"))
-        });
+        group.bench_with_input(
+            BenchmarkId::new("structured_decode", size),
+            &structured,
+            |b, s| b.iter(|| wire::from_structured(std::hint::black_box(s)).expect("decodes")),
+        );
     }
     group.finish();
 }
@@ -98,7 +105,9 @@ async fn runtime_round_trip(n: usize, full_stack: bool) -> Duration {
             .circuit_breaker(CircuitBreakerConfig::default());
     }
     let consumer = builder
-        .start(handler_fn(|_m: Message| async { Ok::<_, HandlerError>(()) }))
+        .start(handler_fn(|_m: Message| async {
+            Ok::<_, HandlerError>(())
+        }))
         .await
         .expect("start");
     let started = Instant::now();
@@ -131,7 +140,10 @@ fn round_trip(c: &mut Criterion) {
             total
         })
     });
-    for (name, full) in [("runtime_minimal", false), ("runtime_full_middleware", true)] {
+    for (name, full) in [
+        ("runtime_minimal", false),
+        ("runtime_full_middleware", true),
+    ] {
         group.bench_function(name, |b| {
             b.to_async(&rt).iter_custom(|iters| async move {
                 let mut total = Duration::ZERO;

@@ -114,7 +114,13 @@ impl Bus {
 }
 
 #[allow(dead_code)] // unused when no adapter feature is on
-fn parts<B>(broker: B) -> (Arc<dyn Publisher>, Arc<dyn Subscriber>, Arc<dyn DeadLetters>)
+fn parts<B>(
+    broker: B,
+) -> (
+    Arc<dyn Publisher>,
+    Arc<dyn Subscriber>,
+    Arc<dyn DeadLetters>,
+)
 where
     B: Publisher + Subscriber + DeadLetters + Clone + 'static,
 {

@@ -107,10 +107,14 @@ impl BusConfig {
     /// Reads `BUSWAY_CONFIG` (or `busway.toml` in the working directory, when it exists) and the
     /// `BUSWAY_*` environment variables.
     pub fn load() -> Result<Self> {
-        let path = std::env::var("BUSWAY_CONFIG").unwrap_or_else(|_| DEFAULT_CONFIG_FILE.to_owned());
+        let path =
+            std::env::var("BUSWAY_CONFIG").unwrap_or_else(|_| DEFAULT_CONFIG_FILE.to_owned());
         let explicit = std::env::var_os("BUSWAY_CONFIG").is_some();
         if explicit && !Path::new(&path).exists() {
-            return Err(Error::config("BUSWAY_CONFIG", format!("file {path} does not exist")));
+            return Err(Error::config(
+                "BUSWAY_CONFIG",
+                format!("file {path} does not exist"),
+            ));
         }
         Self::from_figment(Figment::new().merge(Toml::file(path)).merge(env()))
     }
@@ -119,7 +123,10 @@ impl BusConfig {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         if !path.exists() {
-            return Err(Error::config("config file", format!("{} does not exist", path.display())));
+            return Err(Error::config(
+                "config file",
+                format!("{} does not exist", path.display()),
+            ));
         }
         Self::from_figment(Figment::new().merge(Toml::file(path)).merge(env()))
     }
@@ -132,7 +139,11 @@ impl BusConfig {
     /// Extracts from any figment, mapping errors to [`Error::Config`] naming the field.
     pub fn from_figment(figment: Figment) -> Result<Self> {
         figment.extract().map_err(|e| {
-            let field = if e.path.is_empty() { "<root>".to_owned() } else { e.path.join(".") };
+            let field = if e.path.is_empty() {
+                "<root>".to_owned()
+            } else {
+                e.path.join(".")
+            };
             Error::config(field, e.kind.to_string())
         })
     }
@@ -176,10 +187,15 @@ mod tests {
         assert_eq!(config.consumer.retry.max_attempts, 4);
         assert_eq!(
             config.consumer.retry.backoff,
-            Backoff::Fixed { delay: Duration::from_millis(250) }
+            Backoff::Fixed {
+                delay: Duration::from_millis(250)
+            }
         );
         assert_eq!(config.consumer.redelivery.max_deliveries, 7);
-        assert_eq!(config.consumer.circuit_breaker.unwrap().cool_down, Duration::from_secs(30));
+        assert_eq!(
+            config.consumer.circuit_breaker.unwrap().cool_down,
+            Duration::from_secs(30)
+        );
     }
 
     #[test]
@@ -195,9 +211,13 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own signature
     fn environment_overrides_the_file_and_ignores_fixture_variables() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("busway.toml", "broker = \"memory\"\n[consumer]\nconcurrency = 2")?;
+            jail.create_file(
+                "busway.toml",
+                "broker = \"memory\"\n[consumer]\nconcurrency = 2",
+            )?;
             jail.set_env("BUSWAY_CONSUMER__CONCURRENCY", "32");
             jail.set_env("BUSWAY_RABBITMQ_URL", "amqp://fixture-only");
             let config = BusConfig::load().map_err(|e| e.to_string())?;

@@ -3,6 +3,8 @@
 //! The in-process broker always runs; others run when their feature is on, with their address
 //! from the fixtures (`BUSWAY_*` variables or testcontainers).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -28,17 +30,23 @@ async fn app(bus: &Bus, topic: &str) -> BTreeSet<String> {
         .await
         .expect("consumer starts");
     for name in ["ada", "grace", "barbara"] {
-        let message = Message::builder("/test/app", "greeting.v1").json(name).unwrap().build().unwrap();
+        let message = Message::builder("/test/app", "greeting.v1")
+            .json(name)
+            .unwrap()
+            .build()
+            .unwrap();
         bus.publish(topic, message).await.expect("publish");
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while greeted.lock().unwrap().len() < 3 {
-        assert!(tokio::time::Instant::now() < deadline, "the app did not greet everyone");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the app did not greet everyone"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     consumer.shutdown().await.expect("shutdown");
-    let names = greeted.lock().unwrap().clone();
-    names
+    greeted.lock().unwrap().clone()
 }
 
 fn topic() -> String {
@@ -46,7 +54,11 @@ fn topic() -> String {
 }
 
 fn uuid_like() -> String {
-    busway::Message::builder("/x", "x").build().unwrap().id().replace('-', "")
+    busway::Message::builder("/x", "x")
+        .build()
+        .unwrap()
+        .id()
+        .replace('-', "")
 }
 
 async fn run_with(config_toml: &str) {
@@ -55,7 +67,13 @@ async fn run_with(config_toml: &str) {
     let bus = Bus::connect(&config).await.expect("connect");
     assert_eq!(bus.broker(), config.broker);
     let greeted = app(&bus, &topic()).await;
-    assert_eq!(greeted, ["ada", "barbara", "grace"].map(String::from).into_iter().collect());
+    assert_eq!(
+        greeted,
+        ["ada", "barbara", "grace"]
+            .map(String::from)
+            .into_iter()
+            .collect()
+    );
 }
 
 #[tokio::test]
@@ -67,13 +85,21 @@ async fn in_process_broker() {
 async fn a_broker_that_is_not_compiled_in_is_a_config_error() {
     use busway::BrokerKind;
     assert!(Bus::is_compiled_in(BrokerKind::Memory));
-    for kind in [BrokerKind::RabbitMq, BrokerKind::Kafka, BrokerKind::ServiceBus] {
+    for kind in [
+        BrokerKind::RabbitMq,
+        BrokerKind::Kafka,
+        BrokerKind::ServiceBus,
+    ] {
         let config = BusConfig::from_toml(&format!("broker = \"{}\"", kind.as_str())).unwrap();
         if Bus::is_compiled_in(kind) {
             continue;
         }
         let err = Bus::connect(&config).await.unwrap_err();
         assert_eq!(err.kind(), busway::ErrorKind::Config);
-        assert!(err.to_string().contains(&format!("`{}` cargo feature", kind.as_str())), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("`{}` cargo feature", kind.as_str())),
+            "{err}"
+        );
     }
 }

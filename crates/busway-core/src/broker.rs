@@ -29,7 +29,12 @@ pub trait Publisher: Send + Sync {
     }
 
     /// Publishes `message` so that it is delivered no earlier than `deliver_at`.
-    async fn schedule(&self, topic: &str, message: Message, deliver_at: DateTime<Utc>) -> Result<()> {
+    async fn schedule(
+        &self,
+        topic: &str,
+        message: Message,
+        deliver_at: DateTime<Utc>,
+    ) -> Result<()> {
         let _ = (topic, message, deliver_at);
         Err(Error::Unsupported("scheduled delivery".into()))
     }

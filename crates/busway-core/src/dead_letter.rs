@@ -100,7 +100,10 @@ impl DeadLetterMetadata {
     pub fn to_headers(&self) -> Vec<(&'static str, String)> {
         vec![
             (HEADER_REASON, self.reason.as_str().to_owned()),
-            (HEADER_ERROR, truncate(&self.error, MAX_ERROR_LEN).to_owned()),
+            (
+                HEADER_ERROR,
+                truncate(&self.error, MAX_ERROR_LEN).to_owned(),
+            ),
             (HEADER_TOPIC, self.original_topic.clone()),
             (HEADER_GROUP, self.group.clone()),
             (HEADER_ATTEMPTS, self.attempts.to_string()),
@@ -203,6 +206,9 @@ mod tests {
         let cut = truncate(&s, MAX_ERROR_LEN + 1);
         assert!(cut.len() <= MAX_ERROR_LEN + 1);
         assert!(cut.chars().all(|c| c == 'é'));
-        assert_eq!(DeadLetterReason::parse("custom"), DeadLetterReason::Other("custom".into()));
+        assert_eq!(
+            DeadLetterReason::parse("custom"),
+            DeadLetterReason::Other("custom".into())
+        );
     }
 }

@@ -142,7 +142,8 @@ impl Delivery {
     }
     /// Moves the message to the dead-letter queue with `metadata`.
     pub async fn dead_letter(self, metadata: DeadLetterMetadata) -> Result<()> {
-        self.settle(Settlement::DeadLetter(Box::new(metadata))).await
+        self.settle(Settlement::DeadLetter(Box::new(metadata)))
+            .await
     }
     /// Splits into parts, for runtimes that hand the message to a handler and settle later.
     pub fn into_parts(self) -> (Message, DeliveryInfo, Box<dyn Settle>) {

@@ -156,7 +156,11 @@ impl Error {
     }
 
     /// A broker error, transient or not, with its cause.
-    pub fn broker(message: impl Into<String>, transient: bool, source: impl Into<BoxError>) -> Self {
+    pub fn broker(
+        message: impl Into<String>,
+        transient: bool,
+        source: impl Into<BoxError>,
+    ) -> Self {
         Self::Broker {
             message: message.into(),
             transient,

@@ -117,7 +117,9 @@ impl HandlerError {
     }
     /// A transient failure for a handler that ran out of time.
     pub fn timed_out(after: Duration) -> Self {
-        Self::transient(Error::Timeout(format!("handler did not finish within {after:?}")))
+        Self::transient(Error::Timeout(format!(
+            "handler did not finish within {after:?}"
+        )))
     }
 }
 

@@ -25,7 +25,9 @@ pub use consumer::{
     AlertHook, Consumer, ConsumerBuilder, ConsumerHandle, ConsumerReport, ConsumerStats,
     DeadLetterAlert,
 };
-pub use dead_letter::{DeadLetter, DeadLetterMetadata, DeadLetterQueue, DeadLetterReason, DeadLetters};
+pub use dead_letter::{
+    DeadLetter, DeadLetterMetadata, DeadLetterQueue, DeadLetterReason, DeadLetters,
+};
 pub use delivery::{Delivery, DeliveryInfo, Settle, Settlement};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use handler::{FailureKind, FromIncoming, HandlerError, Incoming, Json, ResultExt, handler_fn};

@@ -168,7 +168,10 @@ impl Message {
     /// Decodes JSON `data` into `T`.
     pub fn decode_json<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(&self.data).map_err(|e| {
-            Error::serialization(format!("data of message {} is not the expected JSON", self.id), e)
+            Error::serialization(
+                format!("data of message {} is not the expected JSON", self.id),
+                e,
+            )
         })
     }
 

@@ -60,7 +60,8 @@ impl Backoff {
                 if let Some(total) = total {
                     // Constant backoff has no total cap of its own; cut the count instead.
                     let fits = total.as_nanos() / delay.as_nanos().max(1);
-                    b = b.with_max_times(max_times.min(usize::try_from(fits).unwrap_or(usize::MAX)));
+                    b = b
+                        .with_max_times(max_times.min(usize::try_from(fits).unwrap_or(usize::MAX)));
                 }
                 Box::new(b.build())
             }
@@ -216,7 +217,10 @@ mod tests {
     fn jitter_stays_within_one_extra_wait() {
         let b = Backoff::exponential(Duration::from_millis(100));
         for d in b.delays(1, None) {
-            assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(200), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(100) && d <= Duration::from_millis(200),
+                "{d:?}"
+            );
         }
     }
 
@@ -225,7 +229,10 @@ mod tests {
         let fixed = Backoff::Fixed {
             delay: Duration::from_secs(1),
         };
-        assert_eq!(fixed.delays(10, Some(Duration::from_millis(2500))).count(), 2);
+        assert_eq!(
+            fixed.delays(10, Some(Duration::from_millis(2500))).count(),
+            2
+        );
         let exp = Backoff::Exponential {
             initial: Duration::from_secs(1),
             factor: 2.0,

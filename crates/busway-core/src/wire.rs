@@ -167,11 +167,14 @@ pub fn from_structured(body: &[u8]) -> Result<Message> {
             ));
         }
         // A JSON string under a non-JSON content type is the text itself.
-        (Some(Value::String(s)), None) if !is_json(obj.get("datacontenttype").and_then(Value::as_str)) => {
+        (Some(Value::String(s)), None)
+            if !is_json(obj.get("datacontenttype").and_then(Value::as_str)) =>
+        {
             Bytes::from(s)
         }
         (Some(v), None) => Bytes::from(
-            serde_json::to_vec(&v).map_err(|e| Error::serialization("`data` cannot be re-encoded", e))?,
+            serde_json::to_vec(&v)
+                .map_err(|e| Error::serialization("`data` cannot be re-encoded", e))?,
         ),
         (None, None) => Bytes::new(),
     };
@@ -185,7 +188,12 @@ pub fn from_structured(body: &[u8]) -> Result<Message> {
             (k, v)
         })
         .collect();
-    from_binary(attrs.iter().map(|(k, v)| (k.as_str(), v.clone())), &[""], None, data)
+    from_binary(
+        attrs.iter().map(|(k, v)| (k.as_str(), v.clone())),
+        &[""],
+        None,
+        data,
+    )
 }
 
 fn is_json(content_type: Option<&str>) -> bool {
@@ -205,7 +213,10 @@ mod tests {
             .subject("order/1")
             .dataschema("urn:schema:order:1")
             .partition_key("k1")
-            .extension("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+            .extension(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )
             .json(&serde_json::json!({"n": 1, "s": "x"}))
             .unwrap()
             .build()
@@ -232,7 +243,8 @@ mod tests {
 
     #[test]
     fn binary_mode_missing_required_attribute_is_invalid() {
-        let err = from_binary([("ce_id", "1".to_owned())], &["ce_"], None, Bytes::new()).unwrap_err();
+        let err =
+            from_binary([("ce_id", "1".to_owned())], &["ce_"], None, Bytes::new()).unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::InvalidMessage);
     }
 
@@ -258,6 +270,8 @@ mod tests {
         assert_eq!(m.data().as_ref(), b"hello");
         assert_eq!(m.extension("count"), Some("3"));
         assert!(m.time().is_none());
-        assert!(is_structured(Some("application/cloudevents+json; charset=utf-8")));
+        assert!(is_structured(Some(
+            "application/cloudevents+json; charset=utf-8"
+        )));
     }
 }

@@ -1,5 +1,7 @@
 //! The middleware layers, proven with tokio's paused clock: exact attempt counts and delays.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,7 +27,13 @@ fn incoming(id: &str) -> Incoming {
 fn scripted(
     failures: usize,
     fail: fn() -> HandlerError,
-) -> (impl Service<Incoming, Response = (), Error = HandlerError, Future = impl Send> + Clone + Send + 'static, Arc<Mutex<Vec<Instant>>>) {
+) -> (
+    impl Service<Incoming, Response = (), Error = HandlerError, Future = impl Send>
+    + Clone
+    + Send
+    + 'static,
+    Arc<Mutex<Vec<Instant>>>,
+) {
     let calls: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let recorded = calls.clone();
     let handler = handler_fn(move |_m: Message| {
@@ -63,7 +71,9 @@ async fn exponential_retry_makes_exact_attempts_at_exact_delays() {
         max_attempts: 5,
         max_elapsed: None,
     };
-    let svc = ServiceBuilder::new().layer(RetryLayer::new(policy)).service(handler);
+    let svc = ServiceBuilder::new()
+        .layer(RetryLayer::new(policy))
+        .service(handler);
     let err = svc.oneshot(incoming("a")).await.unwrap_err();
     assert!(err.is_transient());
     assert_eq!(offsets(&calls.lock().unwrap()), [0, 100, 300, 550, 800]);
@@ -73,7 +83,10 @@ async fn exponential_retry_makes_exact_attempts_at_exact_delays() {
 async fn retry_stops_at_the_first_success() {
     let (handler, calls) = scripted(2, transient);
     let svc = ServiceBuilder::new()
-        .layer(RetryLayer::new(RetryPolicy::fixed(Duration::from_secs(1), 10)))
+        .layer(RetryLayer::new(RetryPolicy::fixed(
+            Duration::from_secs(1),
+            10,
+        )))
         .service(handler);
     svc.oneshot(incoming("a")).await.unwrap();
     assert_eq!(offsets(&calls.lock().unwrap()), [0, 1000, 2000]);
@@ -83,7 +96,10 @@ async fn retry_stops_at_the_first_success() {
 async fn permanent_errors_skip_retries() {
     let (handler, calls) = scripted(usize::MAX, || HandlerError::permanent("bad input"));
     let svc = ServiceBuilder::new()
-        .layer(RetryLayer::new(RetryPolicy::fixed(Duration::from_secs(1), 10)))
+        .layer(RetryLayer::new(RetryPolicy::fixed(
+            Duration::from_secs(1),
+            10,
+        )))
         .service(handler);
     let err = svc.oneshot(incoming("a")).await.unwrap_err();
     assert!(!err.is_transient());
@@ -93,8 +109,11 @@ async fn permanent_errors_skip_retries() {
 #[tokio::test(start_paused = true)]
 async fn max_elapsed_caps_retrying() {
     let (handler, calls) = scripted(usize::MAX, transient);
-    let policy = RetryPolicy::fixed(Duration::from_secs(1), 100).max_elapsed(Duration::from_millis(3500));
-    let svc = ServiceBuilder::new().layer(RetryLayer::new(policy)).service(handler);
+    let policy =
+        RetryPolicy::fixed(Duration::from_secs(1), 100).max_elapsed(Duration::from_millis(3500));
+    let svc = ServiceBuilder::new()
+        .layer(RetryLayer::new(policy))
+        .service(handler);
     let started = Instant::now();
     svc.oneshot(incoming("a")).await.unwrap_err();
     assert_eq!(offsets(&calls.lock().unwrap()), [0, 1000, 2000, 3000]);
@@ -104,7 +123,9 @@ async fn max_elapsed_caps_retrying() {
 #[tokio::test(start_paused = true)]
 async fn no_retry_policy_makes_one_attempt() {
     let (handler, calls) = scripted(usize::MAX, transient);
-    let svc = ServiceBuilder::new().layer(RetryLayer::new(RetryPolicy::none())).service(handler);
+    let svc = ServiceBuilder::new()
+        .layer(RetryLayer::new(RetryPolicy::none()))
+        .service(handler);
     svc.oneshot(incoming("a")).await.unwrap_err();
     assert_eq!(calls.lock().unwrap().len(), 1);
 }
@@ -122,13 +143,19 @@ async fn a_timed_out_attempt_is_transient_and_retried() {
         }
     });
     let svc = ServiceBuilder::new()
-        .layer(RetryLayer::new(RetryPolicy::fixed(Duration::from_millis(10), 2)))
+        .layer(RetryLayer::new(RetryPolicy::fixed(
+            Duration::from_millis(10),
+            2,
+        )))
         .layer(TimeoutLayer::new(Duration::from_secs(1)))
         .service(slow);
     let started = Instant::now();
     let err = svc.oneshot(incoming("a")).await.unwrap_err();
     assert!(err.is_transient());
-    assert!(err.to_string().contains("did not finish within 1s"), "{err}");
+    assert!(
+        err.to_string().contains("did not finish within 1s"),
+        "{err}"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(started.elapsed(), Duration::from_millis(2010));
 }
@@ -137,15 +164,44 @@ async fn a_timed_out_attempt_is_transient_and_retried() {
 async fn dedup_runs_a_message_once_and_retries_after_a_failure() {
     let (handler, calls) = scripted(1, transient);
     let store = Arc::new(MemoryIdempotencyStore::default());
-    let mut svc = ServiceBuilder::new().layer(DedupLayer::new(store)).service(handler);
+    let mut svc = ServiceBuilder::new()
+        .layer(DedupLayer::new(store))
+        .service(handler);
     // First attempt fails: the claim is released, so the redelivery runs the handler again.
-    assert!(svc.ready().await.unwrap().call(incoming("m1")).await.is_err());
-    svc.ready().await.unwrap().call(incoming("m1")).await.unwrap();
+    assert!(
+        svc.ready()
+            .await
+            .unwrap()
+            .call(incoming("m1"))
+            .await
+            .is_err()
+    );
+    svc.ready()
+        .await
+        .unwrap()
+        .call(incoming("m1"))
+        .await
+        .unwrap();
     // Now processed: repeats are acknowledged without running the handler.
-    svc.ready().await.unwrap().call(incoming("m1")).await.unwrap();
-    svc.ready().await.unwrap().call(incoming("m1")).await.unwrap();
+    svc.ready()
+        .await
+        .unwrap()
+        .call(incoming("m1"))
+        .await
+        .unwrap();
+    svc.ready()
+        .await
+        .unwrap()
+        .call(incoming("m1"))
+        .await
+        .unwrap();
     assert_eq!(calls.lock().unwrap().len(), 2);
-    svc.ready().await.unwrap().call(incoming("m2")).await.unwrap();
+    svc.ready()
+        .await
+        .unwrap()
+        .call(incoming("m2"))
+        .await
+        .unwrap();
     assert_eq!(calls.lock().unwrap().len(), 3);
 }
 
@@ -157,10 +213,17 @@ async fn dedup_keys_on_source_and_id() {
         .service(handler);
     let a = incoming("same-id");
     let mut b = incoming("same-id");
-    b.message = Message::builder("/other-source", "t").id("same-id").build().unwrap();
+    b.message = Message::builder("/other-source", "t")
+        .id("same-id")
+        .build()
+        .unwrap();
     svc.ready().await.unwrap().call(a).await.unwrap();
     svc.ready().await.unwrap().call(b).await.unwrap();
-    assert_eq!(calls.lock().unwrap().len(), 2, "same id from two sources are two events");
+    assert_eq!(
+        calls.lock().unwrap().len(),
+        2,
+        "same id from two sources are two events"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -174,7 +237,12 @@ async fn circuit_breaker_service_is_not_ready_while_open() {
         .layer(CircuitBreakerLayer::new(breaker.clone()))
         .service(handler);
     for _ in 0..2 {
-        svc.ready().await.unwrap().call(incoming("x")).await.unwrap_err();
+        svc.ready()
+            .await
+            .unwrap()
+            .call(incoming("x"))
+            .await
+            .unwrap_err();
     }
     assert_eq!(breaker.state(), CircuitState::Open);
     let opened = Instant::now();

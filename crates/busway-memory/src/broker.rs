@@ -99,7 +99,10 @@ impl MemoryBroker {
     }
 
     /// Takes a slot in `queue`, waiting for room up to the publish timeout.
-    pub(crate) async fn reserve(&self, queue: &GroupQueue) -> Result<tokio::sync::OwnedSemaphorePermit> {
+    pub(crate) async fn reserve(
+        &self,
+        queue: &GroupQueue,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit> {
         let timeout = self.inner.config.publish_timeout;
         match tokio::time::timeout(timeout, queue.slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
@@ -140,7 +143,12 @@ impl MemoryBroker {
         Ok(())
     }
 
-    fn join(&self, topic: &str, group: &str, options: &SubscribeOptions) -> (Arc<GroupQueue>, Vec<Message>) {
+    fn join(
+        &self,
+        topic: &str,
+        group: &str,
+        options: &SubscribeOptions,
+    ) -> (Arc<GroupQueue>, Vec<Message>) {
         let config = &self.inner.config;
         let mut topics = self.topics();
         let t = topics.entry(topic.to_owned()).or_default();
@@ -181,7 +189,12 @@ impl Publisher for MemoryBroker {
         Ok(())
     }
 
-    async fn schedule(&self, topic: &str, message: Message, deliver_at: DateTime<Utc>) -> Result<()> {
+    async fn schedule(
+        &self,
+        topic: &str,
+        message: Message,
+        deliver_at: DateTime<Utc>,
+    ) -> Result<()> {
         self.check(topic, &message)?;
         let wait = (deliver_at - Utc::now()).to_std().unwrap_or_default();
         let broker = self.clone();

@@ -31,7 +31,10 @@ impl DeadLetters for MemoryBroker {
 
     async fn redrive(&self, topic: &str, group: &str, limit: Option<usize>) -> Result<usize> {
         let Some(queue) = self.group(topic, group) else {
-            return Err(Error::config("group", format!("no group {group:?} on topic {topic:?}")));
+            return Err(Error::config(
+                "group",
+                format!("no group {group:?} on topic {topic:?}"),
+            ));
         };
         let mut letters = queue.take_dead(limit.unwrap_or(usize::MAX)).into_iter();
         let mut moved = 0;
@@ -60,4 +63,3 @@ impl DeadLetters for MemoryBroker {
         Ok(self.group(topic, group).map_or(0, |q| q.purge_dead()))
     }
 }
-

@@ -1,5 +1,7 @@
 //! The conformance suite on the in-process broker.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use busway_memory::{MemoryBroker, MemoryConfig};
 use busway_testkit::{Capabilities, Harness};
 

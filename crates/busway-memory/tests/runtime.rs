@@ -1,6 +1,8 @@
 //! The consumer runtime on the in-process broker, with tokio's paused clock: redelivery timing,
 //! dead-lettering, the circuit breaker pausing consumption, and graceful shutdown.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +16,11 @@ use busway_memory::MemoryBroker;
 use tokio::time::Instant;
 
 fn message(n: u32) -> Message {
-    Message::builder("/test", "t").json(&n).unwrap().build().unwrap()
+    Message::builder("/test", "t")
+        .json(&n)
+        .unwrap()
+        .build()
+        .unwrap()
 }
 
 /// Lets spawned tasks run until nothing is runnable (paused clock: time does not move).
@@ -33,7 +39,10 @@ async fn broker_redelivery_follows_the_backoff_exactly_then_dead_letters() {
         handler_fn(move |inc: Incoming| {
             let attempts = attempts.clone();
             async move {
-                attempts.lock().unwrap().push((inc.info.attempt, Instant::now()));
+                attempts
+                    .lock()
+                    .unwrap()
+                    .push((inc.info.attempt, Instant::now()));
                 Err(HandlerError::transient("still down"))
             }
         })
@@ -64,7 +73,10 @@ async fn broker_redelivery_follows_the_backoff_exactly_then_dead_letters() {
         .map(|(a, t)| (*a, (*t - start).as_millis()))
         .collect();
     // Two in-process attempts per delivery, 100 ms apart; redeliveries 1 s then 3 s later.
-    assert_eq!(seen, [(1, 0), (1, 100), (2, 1100), (2, 1200), (3, 4200), (3, 4300)]);
+    assert_eq!(
+        seen,
+        [(1, 0), (1, 100), (2, 1100), (2, 1200), (3, 4200), (3, 4300)]
+    );
     assert_eq!(report.stats.received, 3);
     assert_eq!(report.stats.redelivered, 2);
     assert_eq!(report.stats.dead_lettered, 1);
@@ -101,7 +113,12 @@ async fn open_circuit_stops_pulling_until_the_probe() {
     let consumer = Consumer::builder(Arc::new(broker.clone()), "orders", "billing")
         .concurrency(1)
         .retry(RetryPolicy::none())
-        .redelivery(RedeliveryPolicy::new(100, Backoff::Fixed { delay: Duration::from_secs(1) }))
+        .redelivery(RedeliveryPolicy::new(
+            100,
+            Backoff::Fixed {
+                delay: Duration::from_secs(1),
+            },
+        ))
         .circuit_breaker_shared(breaker.clone())
         .start(handler)
         .await
@@ -110,7 +127,11 @@ async fn open_circuit_stops_pulling_until_the_probe() {
         broker.publish("orders", message(n)).await.unwrap();
     }
     settle_tasks().await;
-    assert_eq!(calls.load(Ordering::SeqCst), 3, "three failures open the circuit");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "three failures open the circuit"
+    );
     assert_eq!(breaker.state(), CircuitState::Open);
     // While open, nothing more is taken from the broker.
     tokio::time::sleep(Duration::from_secs(29)).await;
@@ -122,7 +143,10 @@ async fn open_circuit_stops_pulling_until_the_probe() {
     assert_eq!(breaker.state(), CircuitState::Closed, "the probe succeeded");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let report = consumer.shutdown().await.unwrap();
-    assert_eq!(report.stats.acked, 10, "everything handled once the circuit closed");
+    assert_eq!(
+        report.stats.acked, 10,
+        "everything handled once the circuit closed"
+    );
     assert_eq!(broker.depth("orders", "billing"), 0);
 }
 
@@ -152,10 +176,18 @@ async fn shutdown_waits_for_in_flight_handlers_and_settles_them() {
     }
     settle_tasks().await;
     let report = consumer.shutdown().await.unwrap();
-    assert_eq!(finished.load(Ordering::SeqCst), 3, "the three in flight finished");
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        3,
+        "the three in flight finished"
+    );
     assert_eq!(report.stats.acked, 3);
     assert_eq!(report.abandoned, 0);
-    assert_eq!(broker.depth("orders", "billing"), 2, "the two never taken stay queued");
+    assert_eq!(
+        broker.depth("orders", "billing"),
+        2,
+        "the two never taken stay queued"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -179,7 +211,11 @@ async fn handlers_past_the_drain_deadline_are_given_back() {
     assert_eq!(started.elapsed(), Duration::from_secs(5));
     assert_eq!(report.abandoned, 2);
     assert_eq!(report.stats.acked, 0);
-    assert_eq!(broker.depth("orders", "billing"), 2, "abandoned deliveries return to the queue");
+    assert_eq!(
+        broker.depth("orders", "billing"),
+        2,
+        "abandoned deliveries return to the queue"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -189,19 +225,29 @@ async fn alert_hook_metric_and_permanent_errors() {
     let consumer = Consumer::builder(Arc::new(broker.clone()), "orders", "billing")
         .on_dead_letter({
             let alerts = alerts.clone();
-            move |a| alerts.lock().unwrap().push((a.message_id.clone(), a.metadata.reason.clone()))
-        })
-        .start(handler_fn(|busway_core::Json(n): busway_core::Json<u32>| async move {
-            if n == 0 {
-                Err(HandlerError::permanent("zero is not an order"))
-            } else {
-                Ok(())
+            move |a| {
+                alerts
+                    .lock()
+                    .unwrap()
+                    .push((a.message_id.clone(), a.metadata.reason.clone()))
             }
-        }))
+        })
+        .start(handler_fn(
+            |busway_core::Json(n): busway_core::Json<u32>| async move {
+                if n == 0 {
+                    Err(HandlerError::permanent("zero is not an order"))
+                } else {
+                    Ok(())
+                }
+            },
+        ))
         .await
         .unwrap();
     let zero = message(0);
-    let not_json = Message::builder("/test", "t").data("not json").build().unwrap();
+    let not_json = Message::builder("/test", "t")
+        .data("not json")
+        .build()
+        .unwrap();
     broker.publish("orders", zero.clone()).await.unwrap();
     broker.publish("orders", not_json.clone()).await.unwrap();
     broker.publish("orders", message(7)).await.unwrap();
@@ -235,7 +281,13 @@ async fn auto_ack_settles_before_the_handler_runs() {
     assert_eq!(report.stats.acked, 1);
     assert_eq!(report.stats.redelivered, 0);
     assert_eq!(broker.depth("orders", "billing"), 0);
-    assert!(broker.peek("orders", "billing", 1).await.unwrap().is_empty());
+    assert!(
+        broker
+            .peek("orders", "billing", 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -48,7 +48,10 @@ impl Broker {
 ///
 /// When neither the variable is set nor Docker available (or the container fails to start).
 pub async fn address(broker: Broker) -> String {
-    if let Some(address) = std::env::var(broker.env_var()).ok().filter(|v| !v.is_empty()) {
+    if let Some(address) = std::env::var(broker.env_var())
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
         return address;
     }
     #[cfg(feature = "containers")]
@@ -129,7 +132,8 @@ mod containers {
             Broker::Redis => &REDIS,
         };
         // The blocking runner must not run on an async worker thread.
-        let handle = std::thread::spawn(move || cell.get_or_init(|| launch(broker)).address.clone());
+        let handle =
+            std::thread::spawn(move || cell.get_or_init(|| launch(broker)).address.clone());
         tokio::task::spawn_blocking(move || handle.join())
             .await
             .ok()
@@ -138,7 +142,9 @@ mod containers {
     }
 
     fn launch(broker: Broker) -> Running {
-        let fail = |e: &dyn std::fmt::Display| -> ! { panic!("starting the {broker:?} container failed: {e}") };
+        let fail = |e: &dyn std::fmt::Display| -> ! {
+            panic!("starting the {broker:?} container failed: {e}")
+        };
         let mut running = Running {
             address: String::new(),
             _rabbitmq: None,
@@ -162,7 +168,9 @@ mod containers {
                     .with_startup_timeout(CONTAINER_START_TIMEOUT)
                     .start()
                     .unwrap_or_else(|e| fail(&e));
-                let port = c.get_host_port_ipv4(KAFKA_PORT).unwrap_or_else(|e| fail(&e));
+                let port = c
+                    .get_host_port_ipv4(KAFKA_PORT)
+                    .unwrap_or_else(|e| fail(&e));
                 running.address = format!("127.0.0.1:{port}");
                 running._kafka = Some(c);
             }

@@ -46,10 +46,19 @@ mod tests {
         let first = lanes.enter("a");
         assert!(first.previous.is_none());
         let mut second = lanes.enter("a");
-        let mut waiting = second.previous.take().expect("second job waits for the first");
-        assert!(matches!(waiting.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+        let mut waiting = second
+            .previous
+            .take()
+            .expect("second job waits for the first");
+        assert!(matches!(
+            waiting.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
         drop(first.done);
-        assert!(waiting.await.is_err(), "dropping `done` releases the next job");
+        assert!(
+            waiting.await.is_err(),
+            "dropping `done` releases the next job"
+        );
         assert!(lanes.enter("b").previous.is_none());
 
         drop(second.done);

@@ -145,7 +145,10 @@ impl ConsumerBuilder {
         self
     }
     /// Calls `hook` on every dead-lettering.
-    pub fn on_dead_letter(mut self, hook: impl Fn(&DeadLetterAlert) + Send + Sync + 'static) -> Self {
+    pub fn on_dead_letter(
+        mut self,
+        hook: impl Fn(&DeadLetterAlert) + Send + Sync + 'static,
+    ) -> Self {
         self.alert = Some(Arc::new(hook));
         self
     }

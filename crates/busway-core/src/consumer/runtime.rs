@@ -130,7 +130,12 @@ impl Runtime {
         })
     }
 
-    fn prepare(&mut self, delivery: Delivery, permit: OwnedSemaphorePermit, lanes: &mut Lanes) -> Job {
+    fn prepare(
+        &mut self,
+        delivery: Delivery,
+        permit: OwnedSemaphorePermit,
+        lanes: &mut Lanes,
+    ) -> Job {
         Stats::bump(&self.stats.received);
         let (message, info, settle) = delivery.into_parts();
         let info = Arc::new(info);

@@ -43,7 +43,11 @@ pub(crate) fn decide(
         return dead_letter(info, reason, &error.to_string());
     }
     if info.attempt >= redelivery.max_deliveries {
-        return dead_letter(info, DeadLetterReason::MaxAttemptsExceeded, &error.to_string());
+        return dead_letter(
+            info,
+            DeadLetterReason::MaxAttemptsExceeded,
+            &error.to_string(),
+        );
     }
     Settlement::Redeliver {
         delay: redelivery.delay_after(info.attempt),
@@ -52,7 +56,11 @@ pub(crate) fn decide(
 }
 
 /// A dead-letter settlement with the standard metadata.
-pub(crate) fn dead_letter(info: &DeliveryInfo, reason: DeadLetterReason, error: &str) -> Settlement {
+pub(crate) fn dead_letter(
+    info: &DeliveryInfo,
+    reason: DeadLetterReason,
+    error: &str,
+) -> Settlement {
     let now = Utc::now();
     Settlement::DeadLetter(Box::new(DeadLetterMetadata {
         reason,
@@ -134,7 +142,8 @@ mod tests {
         assert!(
             matches!(second, Settlement::Redeliver { delay, .. } if delay == Duration::from_secs(2))
         );
-        let Settlement::DeadLetter(meta) = decide(Err(HandlerError::transient("x")), &info(3), &policy())
+        let Settlement::DeadLetter(meta) =
+            decide(Err(HandlerError::transient("x")), &info(3), &policy())
         else {
             panic!("third failure must dead-letter");
         };
@@ -147,9 +156,11 @@ mod tests {
         let mut i = info(1);
         let first_failure = Utc::now() - chrono::Duration::seconds(30);
         i.first_failure = Some(first_failure);
-        let Settlement::DeadLetter(meta) =
-            decide(Err(HandlerError::permanent("order 0 does not exist")), &i, &policy())
-        else {
+        let Settlement::DeadLetter(meta) = decide(
+            Err(HandlerError::permanent("order 0 does not exist")),
+            &i,
+            &policy(),
+        ) else {
             panic!("permanent failure must dead-letter");
         };
         assert_eq!(meta.reason, DeadLetterReason::PermanentError);
@@ -159,7 +170,8 @@ mod tests {
         assert_eq!(meta.attempts, 1);
         assert_eq!(meta.first_failure, first_failure);
         assert!(meta.last_failure >= first_failure);
-        let Settlement::DeadLetter(meta) = decide(Err(HandlerError::undecodable("bad json")), &i, &policy())
+        let Settlement::DeadLetter(meta) =
+            decide(Err(HandlerError::undecodable("bad json")), &i, &policy())
         else {
             panic!("undecodable must dead-letter");
         };

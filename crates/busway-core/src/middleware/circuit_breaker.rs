@@ -184,9 +184,19 @@ impl CircuitPermit {
             }
             (State::HalfOpen { .. }, true) => {
                 tracing::info!("probe succeeded: circuit closed");
-                breaker.transition(&mut state, State::Closed { consecutive_failures: 0 });
+                breaker.transition(
+                    &mut state,
+                    State::Closed {
+                        consecutive_failures: 0,
+                    },
+                );
             }
-            (State::Closed { consecutive_failures }, false) if failed => {
+            (
+                State::Closed {
+                    consecutive_failures,
+                },
+                false,
+            ) if failed => {
                 *consecutive_failures += 1;
                 if *consecutive_failures >= config.failure_threshold {
                     tracing::warn!(
@@ -197,7 +207,12 @@ impl CircuitPermit {
                     breaker.transition(&mut state, open());
                 }
             }
-            (State::Closed { consecutive_failures }, false) => *consecutive_failures = 0,
+            (
+                State::Closed {
+                    consecutive_failures,
+                },
+                false,
+            ) => *consecutive_failures = 0,
             // Stragglers admitted before the circuit opened say nothing new.
             _ => {}
         }
@@ -286,7 +301,10 @@ where
 
     fn call(&mut self, req: Incoming) -> Self::Future {
         // Called without poll_ready (a contract breach): admit as a plain, unprobed attempt.
-        let permit = self.permit.take().unwrap_or_else(|| self.breaker.permit(false));
+        let permit = self
+            .permit
+            .take()
+            .unwrap_or_else(|| self.breaker.permit(false));
         let fut = self.inner.call(req);
         Box::pin(async move {
             let result = fut.await;
@@ -360,6 +378,9 @@ mod tests {
         let probe = breaker.admit().await;
         drop(probe);
         let next = tokio::time::timeout(Duration::from_millis(1), breaker.admit()).await;
-        assert!(next.is_ok(), "a dropped probe must let the next one through");
+        assert!(
+            next.is_ok(),
+            "a dropped probe must let the next one through"
+        );
     }
 }

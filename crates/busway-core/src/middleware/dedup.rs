@@ -68,7 +68,8 @@ where
             let key = dedup_key(&req);
             match store.begin(&group, &key).await? {
                 Claim::AlreadyDone => {
-                    metrics::counter!("busway_duplicates_total", "group" => group.clone()).increment(1);
+                    metrics::counter!("busway_duplicates_total", "group" => group.clone())
+                        .increment(1);
                     tracing::debug!(id = req.message.id(), "duplicate message skipped");
                     return Ok(());
                 }

@@ -8,7 +8,8 @@ mod retry;
 mod timeout;
 
 pub use circuit_breaker::{
-    CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, CircuitBreakerService, CircuitPermit, CircuitState,
+    CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, CircuitBreakerService,
+    CircuitPermit, CircuitState,
 };
 pub use dedup::{Dedup, DedupLayer};
 pub use observe::{Observe, ObserveLayer};

@@ -141,7 +141,10 @@ macro_rules! conformance_suite {
 /// Fails when `listed` misses a scenario of [`SCENARIOS`] or names one twice.
 pub fn assert_complete(listed: &[&str]) {
     let missing: Vec<_> = SCENARIOS.iter().filter(|s| !listed.contains(s)).collect();
-    assert!(missing.is_empty(), "scenarios neither run nor skipped: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "scenarios neither run nor skipped: {missing:?}"
+    );
     let mut sorted = listed.to_vec();
     sorted.sort_unstable();
     sorted.dedup();

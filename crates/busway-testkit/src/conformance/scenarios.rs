@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use busway_core::{
-    Backoff, DeadLetterReason, ErrorKind, HandlerError, Message, MemoryIdempotencyStore,
+    Backoff, DeadLetterReason, ErrorKind, HandlerError, MemoryIdempotencyStore, Message,
     RedeliveryPolicy, RetryPolicy, SubscribeOptions, handler_fn,
 };
 use chrono::{TimeZone, Utc};
@@ -51,10 +51,22 @@ async fn join(h: &Harness, topic: &str, group: &str) -> Box<dyn busway_core::Sub
 }
 
 /// Asserts that the next delivery of `sub` is `sentinel`: nothing else is left in the group.
-async fn assert_next_is(h: &Harness, topic: &str, sub: &mut Box<dyn busway_core::Subscription>, sentinel: Message) {
-    h.publisher.publish(topic, sentinel.clone()).await.expect("publish sentinel");
+async fn assert_next_is(
+    h: &Harness,
+    topic: &str,
+    sub: &mut Box<dyn busway_core::Subscription>,
+    sentinel: Message,
+) {
+    h.publisher
+        .publish(topic, sentinel.clone())
+        .await
+        .expect("publish sentinel");
     let d = next_delivery(sub, h.capabilities.patience).await;
-    assert_eq!(d.message().id(), sentinel.id(), "expected nothing before the sentinel");
+    assert_eq!(
+        d.message().id(),
+        sentinel.id(),
+        "expected nothing before the sentinel"
+    );
     d.ack().await.expect("ack sentinel");
 }
 
@@ -62,7 +74,10 @@ async fn assert_next_is(h: &Harness, topic: &str, sub: &mut Box<dyn busway_core:
 pub async fn round_trip_preserves_attributes(h: Harness) {
     let topic = unique("roundtrip");
     let mut sub = join(&h, &topic, "g").await;
-    let time = Utc.timestamp_opt(1_767_225_600, 123_456_789).single().expect("valid time");
+    let time = Utc
+        .timestamp_opt(1_767_225_600, 123_456_789)
+        .single()
+        .expect("valid time");
     let binary = Message::builder("https://example.com/orders", "com.example.order.placed.v2")
         .id("order-7f3a-0001")
         .subject("orders/7f3a")
@@ -72,7 +87,10 @@ pub async fn round_trip_preserves_attributes(h: Harness) {
         .partition_key("customer-42")
         .correlation_id("corr-1")
         .extension("causationid", "cause-1")
-        .extension("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .extension(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
         .extension("tracestate", "vendor=opaque")
         .extension("tenant", "acme")
         .data((0u8..=255).collect::<Vec<u8>>())
@@ -83,9 +101,14 @@ pub async fn round_trip_preserves_attributes(h: Harness) {
         .expect("json")
         .build()
         .expect("valid message");
-    let minimal = Message::from_wire("min-1", "/s", "minimal").build().expect("valid message");
+    let minimal = Message::from_wire("min-1", "/s", "minimal")
+        .build()
+        .expect("valid message");
     for m in [&binary, &json, &minimal] {
-        h.publisher.publish(&topic, m.clone()).await.expect("publish");
+        h.publisher
+            .publish(&topic, m.clone())
+            .await
+            .expect("publish");
     }
     let mut got = BTreeMap::new();
     for _ in 0..3 {
@@ -97,7 +120,12 @@ pub async fn round_trip_preserves_attributes(h: Harness) {
         d.ack().await.expect("ack");
     }
     for m in [binary, json, minimal] {
-        assert_eq!(got.get(m.id()), Some(&m), "message {} changed in transit", m.id());
+        assert_eq!(
+            got.get(m.id()),
+            Some(&m),
+            "message {} changed in transit",
+            m.id()
+        );
     }
 }
 
@@ -121,7 +149,10 @@ pub async fn topic_isolation(h: Harness) {
         d.ack().await.expect("ack");
     }
     let want_a: HashSet<_> = for_a.iter().map(|m| m.id().to_owned()).collect();
-    assert_eq!(seen_a, want_a, "topic a delivered messages of another topic");
+    assert_eq!(
+        seen_a, want_a,
+        "topic a delivered messages of another topic"
+    );
     assert_next_is(&h, &a, &mut sub_a, numbered(99)).await;
     let mut seen_b = HashSet::new();
     for _ in 0..2 {
@@ -147,8 +178,16 @@ pub async fn competing_consumers(h: Harness) {
             }
         })
     };
-    let c1 = consumer(&h, &topic, "workers").concurrency(1).start(slow(first.clone())).await.expect("start");
-    let c2 = consumer(&h, &topic, "workers").concurrency(1).start(slow(second.clone())).await.expect("start");
+    let c1 = consumer(&h, &topic, "workers")
+        .concurrency(1)
+        .start(slow(first.clone()))
+        .await
+        .expect("start");
+    let c2 = consumer(&h, &topic, "workers")
+        .concurrency(1)
+        .start(slow(second.clone()))
+        .await
+        .expect("start");
     let n = 40;
     for i in 0..n {
         let m = Message::builder("/c", "t")
@@ -160,7 +199,10 @@ pub async fn competing_consumers(h: Harness) {
         h.publisher.publish(&topic, m).await.expect("publish");
     }
     let total = || first.len() + second.len();
-    eventually(h.capabilities.patience, "every message handled", || total() >= n).await;
+    eventually(h.capabilities.patience, "every message handled", || {
+        total() >= n
+    })
+    .await;
     tokio::time::sleep(h.capabilities.quiet_period).await;
     let ids: Vec<String> = first
         .messages()
@@ -274,7 +316,11 @@ pub async fn order_per_key(h: Harness) {
         assert_eq!(got, &sorted, "key {key} handled out of order");
         assert_eq!(got.len(), per_key, "key {key} lost or duplicated messages");
     }
-    assert_eq!(overlap.load(AtomicOrdering::SeqCst), 0, "two messages of one key ran at once");
+    assert_eq!(
+        overlap.load(AtomicOrdering::SeqCst),
+        0,
+        "two messages of one key ran at once"
+    );
 }
 
 /// An acked message is gone; a nacked one comes back with its attempt number increased.
@@ -282,8 +328,14 @@ pub async fn ack_removes_nack_redelivers(h: Harness) {
     let topic = unique("acknack");
     let mut sub = join(&h, &topic, "g").await;
     let (acked, nacked) = (numbered(1), numbered(2));
-    h.publisher.publish(&topic, acked.clone()).await.expect("publish");
-    h.publisher.publish(&topic, nacked.clone()).await.expect("publish");
+    h.publisher
+        .publish(&topic, acked.clone())
+        .await
+        .expect("publish");
+    h.publisher
+        .publish(&topic, nacked.clone())
+        .await
+        .expect("publish");
     let mut redelivered = None;
     for _ in 0..2 {
         let d = next_delivery(&mut sub, h.capabilities.patience).await;
@@ -298,7 +350,11 @@ pub async fn ack_removes_nack_redelivers(h: Harness) {
         let d = next_delivery(&mut sub, h.capabilities.patience).await;
         assert_ne!(d.message().id(), acked.id(), "an acked message came back");
         assert_eq!(d.message(), &nacked);
-        assert_eq!(d.attempt(), 2, "redelivery must count as the second attempt");
+        assert_eq!(
+            d.attempt(),
+            2,
+            "redelivery must count as the second attempt"
+        );
         redelivered = Some(d.message().id().to_owned());
         d.ack().await.expect("ack");
     }
@@ -329,11 +385,21 @@ pub async fn in_process_retry_then_success(h: Harness) {
         .start(handler)
         .await
         .expect("start");
-    h.publisher.publish(&topic, numbered(1)).await.expect("publish");
-    eventually(h.capabilities.patience, "the message to be acked", || c.stats().acked == 1).await;
+    h.publisher
+        .publish(&topic, numbered(1))
+        .await
+        .expect("publish");
+    eventually(h.capabilities.patience, "the message to be acked", || {
+        c.stats().acked == 1
+    })
+    .await;
     tokio::time::sleep(h.capabilities.quiet_period).await;
     let report = stop(c).await;
-    assert_eq!(calls.load(AtomicOrdering::SeqCst), 3, "exactly three attempts");
+    assert_eq!(
+        calls.load(AtomicOrdering::SeqCst),
+        3,
+        "exactly three attempts"
+    );
     assert_eq!(report.stats.redelivered, 0);
     assert_eq!(report.stats.dead_lettered, 0);
     assert_eq!(report.stats.received, 1, "the broker delivered it once");
@@ -356,7 +422,10 @@ pub async fn delayed_redelivery_honoured(h: Harness) {
             let (rec, attempts, failing_id) = (rec.clone(), attempts.clone(), failing_id.clone());
             async move {
                 if inc.message.id() == failing_id {
-                    attempts.lock().unwrap().push((Instant::now(), inc.info.attempt));
+                    attempts
+                        .lock()
+                        .unwrap()
+                        .push((Instant::now(), inc.info.attempt));
                     if inc.info.attempt == 1 {
                         return Err(HandlerError::transient("not yet"));
                     }
@@ -372,13 +441,23 @@ pub async fn delayed_redelivery_honoured(h: Harness) {
         .await
         .expect("start");
     h.publisher.publish(&topic, failing).await.expect("publish");
-    eventually(h.capabilities.patience, "the first attempt", || !attempts.lock().unwrap().is_empty()).await;
+    eventually(h.capabilities.patience, "the first attempt", || {
+        !attempts.lock().unwrap().is_empty()
+    })
+    .await;
     let healthy = numbered(2);
-    h.publisher.publish(&topic, healthy.clone()).await.expect("publish");
+    h.publisher
+        .publish(&topic, healthy.clone())
+        .await
+        .expect("publish");
     rec.wait_for(2, h.capabilities.patience).await;
     stop(c).await;
     let order: Vec<String> = rec.messages().iter().map(|m| m.id().to_owned()).collect();
-    assert_eq!(order, vec![healthy.id().to_owned(), failing_id], "the waiting message blocked the next one");
+    assert_eq!(
+        order,
+        vec![healthy.id().to_owned(), failing_id],
+        "the waiting message blocked the next one"
+    );
     let attempts = attempts.lock().unwrap();
     assert_eq!(attempts.len(), 2);
     assert_eq!((attempts[0].1, attempts[1].1), (1, 2));
@@ -403,7 +482,8 @@ pub async fn poison_message_dead_lettered_after_n_attempts(h: Harness) {
     let alerts = Arc::new(Mutex::new(Vec::new()));
     let healthy = Recorder::default();
     let handler = {
-        let (calls, healthy, poison_id) = (poison_calls.clone(), healthy.clone(), poison_id.clone());
+        let (calls, healthy, poison_id) =
+            (poison_calls.clone(), healthy.clone(), poison_id.clone());
         handler_fn(move |m: Message| {
             let (calls, healthy, poison_id) = (calls.clone(), healthy.clone(), poison_id.clone());
             async move {
@@ -418,7 +498,12 @@ pub async fn poison_message_dead_lettered_after_n_attempts(h: Harness) {
     };
     let c = consumer(&h, &topic, "g")
         .concurrency(4)
-        .redelivery(RedeliveryPolicy::new(3, Backoff::Fixed { delay: Duration::from_millis(100) }))
+        .redelivery(RedeliveryPolicy::new(
+            3,
+            Backoff::Fixed {
+                delay: Duration::from_millis(100),
+            },
+        ))
         .on_dead_letter({
             let alerts = alerts.clone();
             move |a| alerts.lock().unwrap().push(a.clone())
@@ -426,33 +511,57 @@ pub async fn poison_message_dead_lettered_after_n_attempts(h: Harness) {
         .start(handler)
         .await
         .expect("start");
-    h.publisher.publish(&topic, poison.clone()).await.expect("publish");
+    h.publisher
+        .publish(&topic, poison.clone())
+        .await
+        .expect("publish");
     for i in 0..10 {
-        h.publisher.publish(&topic, numbered(i)).await.expect("publish");
+        h.publisher
+            .publish(&topic, numbered(i))
+            .await
+            .expect("publish");
     }
     healthy.wait_for(10, h.capabilities.patience).await;
-    eventually(h.capabilities.patience, "the poison message to be dead-lettered", || {
-        c.stats().dead_lettered == 1
-    })
+    eventually(
+        h.capabilities.patience,
+        "the poison message to be dead-lettered",
+        || c.stats().dead_lettered == 1,
+    )
     .await;
     tokio::time::sleep(h.capabilities.quiet_period).await;
     stop(c).await;
-    assert_eq!(poison_calls.load(AtomicOrdering::SeqCst), 3, "exactly three deliveries");
+    assert_eq!(
+        poison_calls.load(AtomicOrdering::SeqCst),
+        3,
+        "exactly three deliveries"
+    );
     let dead = h.dead_letters.peek(&topic, "g", 10).await.expect("peek");
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].message, poison, "the dead letter must be the original message");
+    assert_eq!(
+        dead[0].message, poison,
+        "the dead letter must be the original message"
+    );
     let meta = dead[0].metadata.as_ref().expect("busway metadata");
     assert_eq!(meta.reason, DeadLetterReason::MaxAttemptsExceeded);
     assert_eq!(meta.attempts, 3);
     assert_eq!(meta.original_topic, topic);
     assert_eq!(meta.group, "g");
-    assert!(meta.error.contains("downstream rejects this one"), "{}", meta.error);
+    assert!(
+        meta.error.contains("downstream rejects this one"),
+        "{}",
+        meta.error
+    );
     assert!(meta.first_failure < meta.last_failure);
-    let alerts = alerts.lock().unwrap();
+    let alerts = alerts.lock().unwrap().clone();
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].message_id, poison_id);
     let queues = h.dead_letters.list().await.expect("list");
-    assert!(queues.iter().any(|q| q.topic == topic && q.group == "g" && q.depth == 1), "{queues:?}");
+    assert!(
+        queues
+            .iter()
+            .any(|q| q.topic == topic && q.group == "g" && q.depth == 1),
+        "{queues:?}"
+    );
 }
 
 /// A permanent error dead-letters at once, after one attempt.
@@ -475,11 +584,21 @@ pub async fn permanent_error_dead_lettered_at_once(h: Harness) {
         .await
         .expect("start");
     let m = numbered(0);
-    h.publisher.publish(&topic, m.clone()).await.expect("publish");
-    eventually(h.capabilities.patience, "dead-lettering", || c.stats().dead_lettered == 1).await;
+    h.publisher
+        .publish(&topic, m.clone())
+        .await
+        .expect("publish");
+    eventually(h.capabilities.patience, "dead-lettering", || {
+        c.stats().dead_lettered == 1
+    })
+    .await;
     tokio::time::sleep(h.capabilities.quiet_period).await;
     stop(c).await;
-    assert_eq!(calls.load(AtomicOrdering::SeqCst), 1, "a permanent error must not be retried");
+    assert_eq!(
+        calls.load(AtomicOrdering::SeqCst),
+        1,
+        "a permanent error must not be retried"
+    );
     let dead = h.dead_letters.peek(&topic, "g", 10).await.expect("peek");
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].message, m);
@@ -494,7 +613,10 @@ pub async fn unacked_redelivered_after_consumer_dies(h: Harness) {
     let topic = unique("dies");
     let mut first = join(&h, &topic, "g").await;
     let m = numbered(1);
-    h.publisher.publish(&topic, m.clone()).await.expect("publish");
+    h.publisher
+        .publish(&topic, m.clone())
+        .await
+        .expect("publish");
     let d = next_delivery(&mut first, h.capabilities.patience).await;
     assert_eq!(d.message(), &m);
     // The consumer dies: neither the delivery nor the subscription is settled or closed.
@@ -503,7 +625,11 @@ pub async fn unacked_redelivered_after_consumer_dies(h: Harness) {
     let mut second = join(&h, &topic, "g").await;
     let again = next_delivery(&mut second, h.capabilities.patience).await;
     assert_eq!(again.message(), &m);
-    assert!(again.attempt() >= 2, "redelivery must count attempts, got {}", again.attempt());
+    assert!(
+        again.attempt() >= 2,
+        "redelivery must count attempts, got {}",
+        again.attempt()
+    );
     again.ack().await.expect("ack");
 }
 
@@ -512,17 +638,29 @@ pub async fn unacked_redelivered_after_consumer_dies(h: Harness) {
 pub async fn resume_after_close_without_loss(h: Harness) {
     let topic = unique("resume");
     let before = Recorder::default();
-    let c = consumer(&h, &topic, "g").start(before.handler()).await.expect("start");
+    let c = consumer(&h, &topic, "g")
+        .start(before.handler())
+        .await
+        .expect("start");
     for i in 0..10 {
-        h.publisher.publish(&topic, numbered(i)).await.expect("publish");
+        h.publisher
+            .publish(&topic, numbered(i))
+            .await
+            .expect("publish");
     }
     before.wait_for(10, h.capabilities.patience).await;
     stop(c).await;
     for i in 10..20 {
-        h.publisher.publish(&topic, numbered(i)).await.expect("publish");
+        h.publisher
+            .publish(&topic, numbered(i))
+            .await
+            .expect("publish");
     }
     let after = Recorder::default();
-    let c = consumer(&h, &topic, "g").start(after.handler()).await.expect("start");
+    let c = consumer(&h, &topic, "g")
+        .start(after.handler())
+        .await
+        .expect("start");
     after.wait_for(10, h.capabilities.patience).await;
     tokio::time::sleep(h.capabilities.quiet_period).await;
     stop(c).await;
@@ -536,21 +674,29 @@ pub async fn resume_after_close_without_loss(h: Harness) {
 pub async fn concurrent_publishers_without_loss(h: Harness) {
     let topic = unique("concurrent");
     let rec = Recorder::default();
-    let c = consumer(&h, &topic, "g").concurrency(16).start(rec.handler()).await.expect("start");
+    let c = consumer(&h, &topic, "g")
+        .concurrency(16)
+        .start(rec.handler())
+        .await
+        .expect("start");
     let (publishers, each) = (4, 50);
     let mut tasks = Vec::new();
     for p in 0..publishers {
         let (publisher, topic) = (h.publisher.clone(), topic.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0..each {
-                publisher.publish(&topic, numbered(p * each + i)).await.expect("publish");
+                publisher
+                    .publish(&topic, numbered(p * each + i))
+                    .await
+                    .expect("publish");
             }
         }));
     }
     for t in tasks {
         t.await.expect("publisher task");
     }
-    rec.wait_for(publishers * each, h.capabilities.patience).await;
+    rec.wait_for(publishers * each, h.capabilities.patience)
+        .await;
     tokio::time::sleep(h.capabilities.quiet_period).await;
     stop(c).await;
     let mut got: Vec<usize> = rec.messages().iter().map(number_of).collect();
@@ -572,7 +718,10 @@ pub async fn large_message_round_trips(h: Harness) {
     let topic = unique("large");
     let mut sub = join(&h, &topic, "g").await;
     let m = sized(h.capabilities.large_message_bytes);
-    h.publisher.publish(&topic, m.clone()).await.expect("publish large");
+    h.publisher
+        .publish(&topic, m.clone())
+        .await
+        .expect("publish large");
     let d = next_delivery(&mut sub, h.capabilities.patience).await;
     assert_eq!(d.message(), &m);
     d.ack().await.expect("ack");
@@ -583,7 +732,11 @@ pub async fn oversized_message_refused(h: Harness) {
     let topic = unique("oversized");
     let mut sub = join(&h, &topic, "g").await;
     let m = sized(h.capabilities.max_message_bytes + 1);
-    let err = h.publisher.publish(&topic, m).await.expect_err("an oversized message must be refused");
+    let err = h
+        .publisher
+        .publish(&topic, m)
+        .await
+        .expect_err("an oversized message must be refused");
     assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
     assert!(err.to_string().contains("exceeds"), "{err}");
     assert_next_is(&h, &topic, &mut sub, numbered(1)).await;
@@ -600,10 +753,22 @@ pub async fn duplicate_publish_absorbed_by_dedup(h: Harness) {
         .await
         .expect("start");
     let m = numbered(1);
-    h.publisher.publish(&topic, m.clone()).await.expect("publish");
-    h.publisher.publish(&topic, m.clone()).await.expect("publish again");
-    h.publisher.publish(&topic, numbered(2)).await.expect("publish");
-    eventually(h.capabilities.patience, "three deliveries acked", || c.stats().acked == 3).await;
+    h.publisher
+        .publish(&topic, m.clone())
+        .await
+        .expect("publish");
+    h.publisher
+        .publish(&topic, m.clone())
+        .await
+        .expect("publish again");
+    h.publisher
+        .publish(&topic, numbered(2))
+        .await
+        .expect("publish");
+    eventually(h.capabilities.patience, "three deliveries acked", || {
+        c.stats().acked == 3
+    })
+    .await;
     tokio::time::sleep(h.capabilities.quiet_period).await;
     stop(c).await;
     let ids: Vec<String> = rec.messages().iter().map(|m| m.id().to_owned()).collect();
@@ -615,13 +780,22 @@ pub async fn duplicate_publish_absorbed_by_dedup(h: Harness) {
 pub async fn scheduled_delivery(h: Harness) {
     let topic = unique("scheduled");
     let rec = Recorder::default();
-    let c = consumer(&h, &topic, "g").start(rec.handler()).await.expect("start");
+    let c = consumer(&h, &topic, "g")
+        .start(rec.handler())
+        .await
+        .expect("start");
     let wait = Duration::from_secs(2);
     let at = Utc::now() + chrono::Duration::from_std(wait).expect("small duration");
     let started = Instant::now();
     let m = numbered(1);
-    h.publisher.schedule(&topic, m.clone(), at).await.expect("schedule");
-    h.publisher.publish(&topic, numbered(2)).await.expect("publish");
+    h.publisher
+        .schedule(&topic, m.clone(), at)
+        .await
+        .expect("schedule");
+    h.publisher
+        .publish(&topic, numbered(2))
+        .await
+        .expect("publish");
     rec.wait_for(2, h.capabilities.patience).await;
     stop(c).await;
     let timed = rec.timed();
@@ -629,7 +803,10 @@ pub async fn scheduled_delivery(h: Harness) {
     let (arrived, got) = &timed[1];
     assert_eq!(got, &m);
     let after = *arrived - started;
-    assert!(after + h.capabilities.timing_tolerance >= wait, "arrived after {after:?}, scheduled for {wait:?}");
+    assert!(
+        after + h.capabilities.timing_tolerance >= wait,
+        "arrived after {after:?}, scheduled for {wait:?}"
+    );
 }
 
 /// Shutdown lets in-flight handlers finish and settles them; nothing comes back afterwards.
@@ -649,13 +826,28 @@ pub async fn graceful_shutdown_drains_in_flight(h: Harness) {
             }
         })
     };
-    let c = consumer(&h, &topic, "g").concurrency(4).prefetch(4).start(handler).await.expect("start");
+    let c = consumer(&h, &topic, "g")
+        .concurrency(4)
+        .prefetch(4)
+        .start(handler)
+        .await
+        .expect("start");
     for i in 0..4 {
-        h.publisher.publish(&topic, numbered(i)).await.expect("publish");
+        h.publisher
+            .publish(&topic, numbered(i))
+            .await
+            .expect("publish");
     }
-    eventually(h.capabilities.patience, "four handlers running", || started.load(AtomicOrdering::SeqCst) == 4).await;
+    eventually(h.capabilities.patience, "four handlers running", || {
+        started.load(AtomicOrdering::SeqCst) == 4
+    })
+    .await;
     let report = stop(c).await;
-    assert_eq!(finished.load(AtomicOrdering::SeqCst), 4, "shutdown cut handlers short");
+    assert_eq!(
+        finished.load(AtomicOrdering::SeqCst),
+        4,
+        "shutdown cut handlers short"
+    );
     assert_eq!(report.stats.acked, 4);
     assert_eq!(report.abandoned, 0);
     let mut sub = join(&h, &topic, "g").await;
@@ -667,14 +859,32 @@ pub async fn graceful_shutdown_drains_in_flight(h: Harness) {
 pub async fn batch_publish(h: Harness) {
     let topic = unique("batch");
     let rec = Recorder::default();
-    let c = consumer(&h, &topic, "g").concurrency(16).start(rec.handler()).await.expect("start");
+    let c = consumer(&h, &topic, "g")
+        .concurrency(16)
+        .start(rec.handler())
+        .await
+        .expect("start");
     let batch: Vec<Message> = (0..100).map(numbered).collect();
-    h.publisher.publish_batch(&topic, batch).await.expect("publish batch");
+    h.publisher
+        .publish_batch(&topic, batch)
+        .await
+        .expect("publish batch");
     rec.wait_for(100, h.capabilities.patience).await;
-    let bad = vec![numbered(1000), sized(h.capabilities.max_message_bytes + 1), numbered(1001)];
-    let err = h.publisher.publish_batch(&topic, bad).await.expect_err("must refuse");
+    let bad = vec![
+        numbered(1000),
+        sized(h.capabilities.max_message_bytes + 1),
+        numbered(1001),
+    ];
+    let err = h
+        .publisher
+        .publish_batch(&topic, bad)
+        .await
+        .expect_err("must refuse");
     assert_eq!(err.kind(), ErrorKind::TooLarge);
-    h.publisher.publish(&topic, numbered(2000)).await.expect("publish");
+    h.publisher
+        .publish(&topic, numbered(2000))
+        .await
+        .expect("publish");
     rec.wait_for(101, h.capabilities.patience).await;
     tokio::time::sleep(h.capabilities.quiet_period).await;
     stop(c).await;
@@ -682,7 +892,10 @@ pub async fn batch_publish(h: Harness) {
     got.sort_unstable();
     let mut want: Vec<usize> = (0..100).collect();
     want.push(2000);
-    assert_eq!(got, want, "part of a refused batch was delivered, or a message was lost");
+    assert_eq!(
+        got, want,
+        "part of a refused batch was delivered, or a message was lost"
+    );
 }
 
 /// Dead letters can be listed, peeked, redriven to their group, and purged.
@@ -703,28 +916,52 @@ pub async fn dead_letters_redrive_and_purge(h: Harness) {
             }
         })
     };
-    let c = consumer(&h, &topic, "g").start(handler).await.expect("start");
+    let c = consumer(&h, &topic, "g")
+        .start(handler)
+        .await
+        .expect("start");
     let sent: Vec<Message> = (0..3).map(numbered).collect();
     for m in &sent {
-        h.publisher.publish(&topic, m.clone()).await.expect("publish");
+        h.publisher
+            .publish(&topic, m.clone())
+            .await
+            .expect("publish");
     }
-    eventually(h.capabilities.patience, "three dead letters", || c.stats().dead_lettered == 3).await;
+    eventually(h.capabilities.patience, "three dead letters", || {
+        c.stats().dead_lettered == 3
+    })
+    .await;
     let listed = h.dead_letters.list().await.expect("list");
-    assert!(listed.iter().any(|q| q.topic == topic && q.group == "g" && q.depth == 3), "{listed:?}");
+    assert!(
+        listed
+            .iter()
+            .any(|q| q.topic == topic && q.group == "g" && q.depth == 3),
+        "{listed:?}"
+    );
     let peeked = h.dead_letters.peek(&topic, "g", 10).await.expect("peek");
     assert_eq!(peeked.len(), 3);
     let peeked_again = h.dead_letters.peek(&topic, "g", 10).await.expect("peek");
     assert_eq!(peeked_again.len(), 3, "peek must not remove");
 
     healthy.store(true, AtomicOrdering::SeqCst);
-    let moved = h.dead_letters.redrive(&topic, "g", Some(2)).await.expect("redrive");
+    let moved = h
+        .dead_letters
+        .redrive(&topic, "g", Some(2))
+        .await
+        .expect("redrive");
     assert_eq!(moved, 2);
     rec.wait_for(2, h.capabilities.patience).await;
     let left = h.dead_letters.peek(&topic, "g", 10).await.expect("peek");
     assert_eq!(left.len(), 1);
     let purged = h.dead_letters.purge(&topic, "g").await.expect("purge");
     assert_eq!(purged, 1);
-    assert!(h.dead_letters.peek(&topic, "g", 10).await.expect("peek").is_empty());
+    assert!(
+        h.dead_letters
+            .peek(&topic, "g", 10)
+            .await
+            .expect("peek")
+            .is_empty()
+    );
     tokio::time::sleep(h.capabilities.quiet_period).await;
     stop(c).await;
     let redriven: HashSet<String> = rec.messages().iter().map(|m| m.id().to_owned()).collect();
@@ -735,7 +972,10 @@ pub async fn dead_letters_redrive_and_purge(h: Harness) {
 
 /// Restarting the broker mid-stream loses no confirmed message.
 pub async fn broker_restart_without_loss(h: Harness) {
-    let restart = h.restart.clone().expect("the harness must say how to restart the broker");
+    let restart = h
+        .restart
+        .clone()
+        .expect("the harness must say how to restart the broker");
     let topic = unique("restart");
     let rec = Recorder::default();
     let c = consumer(&h, &topic, "g")

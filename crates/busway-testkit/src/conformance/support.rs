@@ -3,14 +3,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use busway_core::Incoming;
 use busway_core::{
     Consumer, ConsumerBuilder, ConsumerHandle, Delivery, HandlerError, Message, Subscription,
     handler_fn,
 };
-use busway_core::Incoming;
 use tokio::sync::Notify;
-use tower::util::BoxCloneService;
 use tokio::time::Instant;
+use tower::util::BoxCloneService;
 
 use super::Harness;
 
@@ -51,7 +51,12 @@ impl Recorder {
 
     /// Messages seen so far.
     pub fn messages(&self) -> Vec<Message> {
-        self.seen.lock().unwrap().iter().map(|(_, m)| m.clone()).collect()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, m)| m.clone())
+            .collect()
     }
 
     /// Messages with the time each was seen.
@@ -70,7 +75,12 @@ impl Recorder {
     }
 
     /// Waits until `done` holds for the messages seen, or panics after `patience`.
-    pub async fn wait_until(&self, patience: Duration, what: &str, done: impl Fn(&[Message]) -> bool) {
+    pub async fn wait_until(
+        &self,
+        patience: Duration,
+        what: &str,
+        done: impl Fn(&[Message]) -> bool,
+    ) {
         let deadline = Instant::now() + patience;
         loop {
             let changed = self.changed.notified();
@@ -88,7 +98,8 @@ impl Recorder {
 
     /// Waits until at least `n` messages were seen.
     pub async fn wait_for(&self, n: usize, patience: Duration) {
-        self.wait_until(patience, &format!("{n} messages"), |m| m.len() >= n).await;
+        self.wait_until(patience, &format!("{n} messages"), |m| m.len() >= n)
+            .await;
     }
 
     /// A handler that records every message and succeeds.
@@ -108,7 +119,10 @@ impl Recorder {
 pub async fn eventually(patience: Duration, what: &str, condition: impl Fn() -> bool) {
     let deadline = Instant::now() + patience;
     while !condition() {
-        assert!(Instant::now() < deadline, "timed out after {patience:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {patience:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
