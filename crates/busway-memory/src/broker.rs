@@ -118,12 +118,6 @@ impl MemoryBroker {
         let groups: Vec<Arc<GroupQueue>> = {
             let mut topics = self.topics();
             let t = topics.entry(topic.to_owned()).or_default();
-            if self.inner.config.retention > 0 {
-                if t.retained.len() >= self.inner.config.retention {
-                    t.retained.pop_front();
-                }
-                t.retained.push_back(message.clone());
-            }
             t.groups.values().cloned().collect()
         };
         // Reserve room in every group first, so a full group delays the publish rather than
@@ -131,6 +125,15 @@ impl MemoryBroker {
         let mut slots = Vec::with_capacity(groups.len());
         for queue in &groups {
             slots.push(self.reserve(queue).await?);
+        }
+        let retention = self.inner.config.retention;
+        if retention > 0 {
+            let mut topics = self.topics();
+            let retained = &mut topics.entry(topic.to_owned()).or_default().retained;
+            if retained.len() >= retention {
+                retained.pop_front();
+            }
+            retained.push_back(message.clone());
         }
         for (queue, slot) in groups.iter().zip(slots) {
             queue.push(Entry {

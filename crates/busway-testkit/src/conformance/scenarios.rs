@@ -14,7 +14,8 @@ use tokio::time::Instant;
 
 use super::Harness;
 use super::support::{
-    Recorder, consumer, eventually, next_delivery, number_of, numbered, stop, unique,
+    Recorder, consumer, eventually, finish_when, next_delivery, number_of, numbered, publish, stop,
+    unique,
 };
 
 /// Every scenario, by name. Adapters run each or skip it with a reason.
@@ -57,10 +58,7 @@ async fn assert_next_is(
     sub: &mut Box<dyn busway_core::Subscription>,
     sentinel: Message,
 ) {
-    h.publisher
-        .publish(topic, sentinel.clone())
-        .await
-        .expect("publish sentinel");
+    publish(h, topic, sentinel.clone()).await;
     let d = next_delivery(sub, h.capabilities.patience).await;
     assert_eq!(
         d.message().id(),
@@ -105,10 +103,7 @@ pub async fn round_trip_preserves_attributes(h: Harness) {
         .build()
         .expect("valid message");
     for m in [&binary, &json, &minimal] {
-        h.publisher
-            .publish(&topic, m.clone())
-            .await
-            .expect("publish");
+        publish(&h, &topic, m.clone()).await;
     }
     let mut got = BTreeMap::new();
     for _ in 0..3 {
@@ -137,10 +132,10 @@ pub async fn topic_isolation(h: Harness) {
     let for_a: Vec<_> = (0..3).map(numbered).collect();
     let for_b: Vec<_> = (10..12).map(numbered).collect();
     for m in &for_b {
-        h.publisher.publish(&b, m.clone()).await.expect("publish b");
+        publish(&h, &b, m.clone()).await;
     }
     for m in &for_a {
-        h.publisher.publish(&a, m.clone()).await.expect("publish a");
+        publish(&h, &a, m.clone()).await;
     }
     let mut seen_a = HashSet::new();
     for _ in 0..3 {
@@ -196,7 +191,7 @@ pub async fn competing_consumers(h: Harness) {
             .expect("json")
             .build()
             .expect("valid");
-        h.publisher.publish(&topic, m).await.expect("publish");
+        publish(&h, &topic, m).await;
     }
     let total = || first.len() + second.len();
     eventually(h.capabilities.patience, "every message handled", || {
@@ -243,7 +238,7 @@ pub async fn fan_out_to_groups(h: Harness) {
         for i in 0..10 {
             let m = numbered(i);
             ids.insert(m.id().to_owned());
-            h.publisher.publish(&topic, m).await.expect("publish");
+            publish(&h, &topic, m).await;
         }
         ids
     };
@@ -301,7 +296,7 @@ pub async fn order_per_key(h: Harness) {
             .expect("json")
             .build()
             .expect("valid");
-        h.publisher.publish(&topic, m).await.expect("publish");
+        publish(&h, &topic, m).await;
     }
     eventually(h.capabilities.patience, "all keyed messages", || {
         seen.lock().unwrap().values().map(Vec::len).sum::<usize>() >= per_key * keys.len()
@@ -328,14 +323,8 @@ pub async fn ack_removes_nack_redelivers(h: Harness) {
     let topic = unique("acknack");
     let mut sub = join(&h, &topic, "g").await;
     let (acked, nacked) = (numbered(1), numbered(2));
-    h.publisher
-        .publish(&topic, acked.clone())
-        .await
-        .expect("publish");
-    h.publisher
-        .publish(&topic, nacked.clone())
-        .await
-        .expect("publish");
+    publish(&h, &topic, acked.clone()).await;
+    publish(&h, &topic, nacked.clone()).await;
     let mut redelivered = None;
     for _ in 0..2 {
         let d = next_delivery(&mut sub, h.capabilities.patience).await;
@@ -385,16 +374,8 @@ pub async fn in_process_retry_then_success(h: Harness) {
         .start(handler)
         .await
         .expect("start");
-    h.publisher
-        .publish(&topic, numbered(1))
-        .await
-        .expect("publish");
-    eventually(h.capabilities.patience, "the message to be acked", || {
-        c.stats().acked == 1
-    })
-    .await;
-    tokio::time::sleep(h.capabilities.quiet_period).await;
-    let report = stop(c).await;
+    publish(&h, &topic, numbered(1)).await;
+    let report = finish_when(&h, c, "the message to be acked", |s| s.acked == 1).await;
     assert_eq!(
         calls.load(AtomicOrdering::SeqCst),
         3,
@@ -440,16 +421,13 @@ pub async fn delayed_redelivery_honoured(h: Harness) {
         .start(handler)
         .await
         .expect("start");
-    h.publisher.publish(&topic, failing).await.expect("publish");
+    publish(&h, &topic, failing).await;
     eventually(h.capabilities.patience, "the first attempt", || {
         !attempts.lock().unwrap().is_empty()
     })
     .await;
     let healthy = numbered(2);
-    h.publisher
-        .publish(&topic, healthy.clone())
-        .await
-        .expect("publish");
+    publish(&h, &topic, healthy.clone()).await;
     rec.wait_for(2, h.capabilities.patience).await;
     stop(c).await;
     let order: Vec<String> = rec.messages().iter().map(|m| m.id().to_owned()).collect();
@@ -511,25 +489,15 @@ pub async fn poison_message_dead_lettered_after_n_attempts(h: Harness) {
         .start(handler)
         .await
         .expect("start");
-    h.publisher
-        .publish(&topic, poison.clone())
-        .await
-        .expect("publish");
+    publish(&h, &topic, poison.clone()).await;
     for i in 0..10 {
-        h.publisher
-            .publish(&topic, numbered(i))
-            .await
-            .expect("publish");
+        publish(&h, &topic, numbered(i)).await;
     }
     healthy.wait_for(10, h.capabilities.patience).await;
-    eventually(
-        h.capabilities.patience,
-        "the poison message to be dead-lettered",
-        || c.stats().dead_lettered == 1,
-    )
+    finish_when(&h, c, "the poison message to be dead-lettered", |s| {
+        s.dead_lettered == 1
+    })
     .await;
-    tokio::time::sleep(h.capabilities.quiet_period).await;
-    stop(c).await;
     assert_eq!(
         poison_calls.load(AtomicOrdering::SeqCst),
         3,
@@ -584,16 +552,8 @@ pub async fn permanent_error_dead_lettered_at_once(h: Harness) {
         .await
         .expect("start");
     let m = numbered(0);
-    h.publisher
-        .publish(&topic, m.clone())
-        .await
-        .expect("publish");
-    eventually(h.capabilities.patience, "dead-lettering", || {
-        c.stats().dead_lettered == 1
-    })
-    .await;
-    tokio::time::sleep(h.capabilities.quiet_period).await;
-    stop(c).await;
+    publish(&h, &topic, m.clone()).await;
+    finish_when(&h, c, "dead-lettering", |s| s.dead_lettered == 1).await;
     assert_eq!(
         calls.load(AtomicOrdering::SeqCst),
         1,
@@ -613,10 +573,7 @@ pub async fn unacked_redelivered_after_consumer_dies(h: Harness) {
     let topic = unique("dies");
     let mut first = join(&h, &topic, "g").await;
     let m = numbered(1);
-    h.publisher
-        .publish(&topic, m.clone())
-        .await
-        .expect("publish");
+    publish(&h, &topic, m.clone()).await;
     let d = next_delivery(&mut first, h.capabilities.patience).await;
     assert_eq!(d.message(), &m);
     // The consumer dies: neither the delivery nor the subscription is settled or closed.
@@ -643,18 +600,12 @@ pub async fn resume_after_close_without_loss(h: Harness) {
         .await
         .expect("start");
     for i in 0..10 {
-        h.publisher
-            .publish(&topic, numbered(i))
-            .await
-            .expect("publish");
+        publish(&h, &topic, numbered(i)).await;
     }
     before.wait_for(10, h.capabilities.patience).await;
     stop(c).await;
     for i in 10..20 {
-        h.publisher
-            .publish(&topic, numbered(i))
-            .await
-            .expect("publish");
+        publish(&h, &topic, numbered(i)).await;
     }
     let after = Recorder::default();
     let c = consumer(&h, &topic, "g")
@@ -718,10 +669,7 @@ pub async fn large_message_round_trips(h: Harness) {
     let topic = unique("large");
     let mut sub = join(&h, &topic, "g").await;
     let m = sized(h.capabilities.large_message_bytes);
-    h.publisher
-        .publish(&topic, m.clone())
-        .await
-        .expect("publish large");
+    publish(&h, &topic, m.clone()).await;
     let d = next_delivery(&mut sub, h.capabilities.patience).await;
     assert_eq!(d.message(), &m);
     d.ack().await.expect("ack");
@@ -753,24 +701,10 @@ pub async fn duplicate_publish_absorbed_by_dedup(h: Harness) {
         .await
         .expect("start");
     let m = numbered(1);
-    h.publisher
-        .publish(&topic, m.clone())
-        .await
-        .expect("publish");
-    h.publisher
-        .publish(&topic, m.clone())
-        .await
-        .expect("publish again");
-    h.publisher
-        .publish(&topic, numbered(2))
-        .await
-        .expect("publish");
-    eventually(h.capabilities.patience, "three deliveries acked", || {
-        c.stats().acked == 3
-    })
-    .await;
-    tokio::time::sleep(h.capabilities.quiet_period).await;
-    stop(c).await;
+    publish(&h, &topic, m.clone()).await;
+    publish(&h, &topic, m.clone()).await;
+    publish(&h, &topic, numbered(2)).await;
+    finish_when(&h, c, "three deliveries acked", |s| s.acked == 3).await;
     let ids: Vec<String> = rec.messages().iter().map(|m| m.id().to_owned()).collect();
     assert_eq!(ids.len(), 2, "the duplicate reached the handler: {ids:?}");
     assert_eq!(ids.iter().filter(|id| *id == m.id()).count(), 1);
@@ -792,10 +726,7 @@ pub async fn scheduled_delivery(h: Harness) {
         .schedule(&topic, m.clone(), at)
         .await
         .expect("schedule");
-    h.publisher
-        .publish(&topic, numbered(2))
-        .await
-        .expect("publish");
+    publish(&h, &topic, numbered(2)).await;
     rec.wait_for(2, h.capabilities.patience).await;
     stop(c).await;
     let timed = rec.timed();
@@ -833,10 +764,7 @@ pub async fn graceful_shutdown_drains_in_flight(h: Harness) {
         .await
         .expect("start");
     for i in 0..4 {
-        h.publisher
-            .publish(&topic, numbered(i))
-            .await
-            .expect("publish");
+        publish(&h, &topic, numbered(i)).await;
     }
     eventually(h.capabilities.patience, "four handlers running", || {
         started.load(AtomicOrdering::SeqCst) == 4
@@ -881,10 +809,7 @@ pub async fn batch_publish(h: Harness) {
         .await
         .expect_err("must refuse");
     assert_eq!(err.kind(), ErrorKind::TooLarge);
-    h.publisher
-        .publish(&topic, numbered(2000))
-        .await
-        .expect("publish");
+    publish(&h, &topic, numbered(2000)).await;
     rec.wait_for(101, h.capabilities.patience).await;
     tokio::time::sleep(h.capabilities.quiet_period).await;
     stop(c).await;
@@ -922,10 +847,7 @@ pub async fn dead_letters_redrive_and_purge(h: Harness) {
         .expect("start");
     let sent: Vec<Message> = (0..3).map(numbered).collect();
     for m in &sent {
-        h.publisher
-            .publish(&topic, m.clone())
-            .await
-            .expect("publish");
+        publish(&h, &topic, m.clone()).await;
     }
     eventually(h.capabilities.patience, "three dead letters", || {
         c.stats().dead_lettered == 3

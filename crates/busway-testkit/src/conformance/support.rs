@@ -159,3 +159,24 @@ pub fn consumer(h: &Harness, topic: &str, group: &str) -> ConsumerBuilder {
 pub async fn stop(handle: ConsumerHandle) -> busway_core::ConsumerReport {
     handle.shutdown().await.expect("consumer shut down cleanly")
 }
+
+/// Publishes one message, failing the test on error.
+pub async fn publish(h: &Harness, topic: &str, message: Message) {
+    h.publisher
+        .publish(topic, message)
+        .await
+        .unwrap_or_else(|e| panic!("publish to {topic} failed: {e}"));
+}
+
+/// Waits until the consumer's counters satisfy `done`, lets a quiet period pass (so anything
+/// extra would show), then stops it and returns its report.
+pub async fn finish_when(
+    h: &Harness,
+    handle: ConsumerHandle,
+    what: &str,
+    done: impl Fn(&busway_core::ConsumerStats) -> bool,
+) -> busway_core::ConsumerReport {
+    eventually(h.capabilities.patience, what, || done(&handle.stats())).await;
+    tokio::time::sleep(h.capabilities.quiet_period).await;
+    stop(handle).await
+}
