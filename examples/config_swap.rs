@@ -22,8 +22,13 @@ async fn run(bus: &Bus) -> busway::Result<u64> {
         }))
         .await?;
     for name in ["Ada", "Grace", "Barbara"] {
-        bus.publish(&topic, Message::builder("/greeter", "greeting.v1").json(name)?.build()?)
-            .await?;
+        bus.publish(
+            &topic,
+            Message::builder("/greeter", "greeting.v1")
+                .json(name)?
+                .build()?,
+        )
+        .await?;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while consumer.stats().acked < 3 && tokio::time::Instant::now() < deadline {

@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use busway::{
-    Backoff, Bus, HandlerError, Incoming, Message, RedeliveryPolicy, RetryPolicy,
-    handler_fn,
+    Backoff, Bus, HandlerError, Incoming, Message, RedeliveryPolicy, RetryPolicy, handler_fn,
 };
 use serde::{Deserialize, Serialize};
 
@@ -71,7 +70,12 @@ async fn main() -> busway::Result<()> {
         .consumer("orders", "billing")
         .concurrency(4)
         .retry(RetryPolicy::fixed(Duration::from_millis(150), 3))
-        .redelivery(RedeliveryPolicy::new(2, Backoff::Fixed { delay: Duration::from_millis(300) }))
+        .redelivery(RedeliveryPolicy::new(
+            2,
+            Backoff::Fixed {
+                delay: Duration::from_millis(300),
+            },
+        ))
         .on_dead_letter(|alert| {
             println!(
                 "  ALERT: message {} dead-lettered ({}): {}",
@@ -90,7 +94,11 @@ async fn main() -> busway::Result<()> {
         (5, "alan", 7300),
     ];
     for (order, customer, amount_cents) in orders {
-        let event = OrderPlaced { order, customer: customer.into(), amount_cents };
+        let event = OrderPlaced {
+            order,
+            customer: customer.into(),
+            amount_cents,
+        };
         bus.publish("orders", event.to_message()?).await?;
     }
 
