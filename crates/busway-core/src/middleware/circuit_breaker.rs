@@ -102,6 +102,11 @@ impl CircuitBreaker {
         }
     }
 
+    /// Admits at once when the circuit is closed, without waiting or allocating; `None` otherwise.
+    pub fn try_admit(&self) -> Option<CircuitPermit> {
+        matches!(*self.lock(), State::Closed { .. }).then(|| self.permit(false))
+    }
+
     /// Waits until an attempt may run: at once when closed; after the cool-down, as the single
     /// probe, when open.
     pub async fn admit(&self) -> CircuitPermit {
@@ -287,6 +292,10 @@ where
     type Future = BoxFuture<'static, Result<(), HandlerError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
+        if self.permit.is_none() && self.admitting.is_none() {
+            // The common case, a closed circuit, needs no future.
+            self.permit = self.breaker.try_admit();
+        }
         if self.permit.is_none() {
             let breaker = self.breaker.clone();
             let admitting = self
