@@ -41,6 +41,15 @@ impl Bus {
                 let broker = busway_memory::MemoryBroker::with_config(config.memory.clone());
                 parts(broker)
             }
+            #[cfg(feature = "rabbitmq")]
+            BrokerKind::RabbitMq => {
+                parts(busway_rabbitmq::RabbitMqBroker::connect(config.rabbitmq.clone()).await?)
+            }
+            #[cfg(feature = "servicebus")]
+            BrokerKind::ServiceBus => parts(
+                busway_servicebus::ServiceBusBroker::connect(config.servicebus.clone()).await?,
+            ),
+            #[allow(unreachable_patterns)] // every broker compiled in
             other => return Err(not_compiled_in(other)),
         };
         tracing::info!(broker = config.broker.as_str(), "bus connected");
@@ -58,6 +67,11 @@ impl Bus {
         match kind {
             #[cfg(feature = "memory")]
             BrokerKind::Memory => true,
+            #[cfg(feature = "rabbitmq")]
+            BrokerKind::RabbitMq => true,
+            #[cfg(feature = "servicebus")]
+            BrokerKind::ServiceBus => true,
+            #[allow(unreachable_patterns)] // every broker compiled in
             _ => false,
         }
     }

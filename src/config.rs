@@ -99,6 +99,12 @@ pub struct BusConfig {
     /// In-process broker limits.
     #[cfg(feature = "memory")]
     pub memory: busway_memory::MemoryConfig,
+    /// RabbitMQ connection and topology.
+    #[cfg(feature = "rabbitmq")]
+    pub rabbitmq: busway_rabbitmq::RabbitMqConfig,
+    /// Azure Service Bus connection.
+    #[cfg(feature = "servicebus")]
+    pub servicebus: busway_servicebus::ServiceBusConfig,
     /// Consumer defaults.
     pub consumer: ConsumerDefaults,
 }

@@ -44,3 +44,9 @@ pub use busway_core::*;
 /// The in-process broker.
 #[cfg(feature = "memory")]
 pub use busway_memory as memory;
+/// The RabbitMQ adapter.
+#[cfg(feature = "rabbitmq")]
+pub use busway_rabbitmq as rabbitmq;
+/// The Azure Service Bus adapter.
+#[cfg(feature = "servicebus")]
+pub use busway_servicebus as servicebus;

@@ -61,12 +61,12 @@ fn uuid_like() -> String {
         .replace('-', "")
 }
 
-async fn run_with(config_toml: &str) {
+async fn run_with(config_toml: &str, topic: &str) {
     let config = BusConfig::from_figment(Figment::new().merge(Toml::string(config_toml)))
         .expect("valid configuration");
     let bus = Bus::connect(&config).await.expect("connect");
     assert_eq!(bus.broker(), config.broker);
-    let greeted = app(&bus, &topic()).await;
+    let greeted = app(&bus, topic).await;
     assert_eq!(
         greeted,
         ["ada", "barbara", "grace"]
@@ -78,7 +78,36 @@ async fn run_with(config_toml: &str) {
 
 #[tokio::test]
 async fn in_process_broker() {
-    run_with("broker = \"memory\"").await;
+    run_with("broker = \"memory\"", &topic()).await;
+}
+
+#[cfg(feature = "rabbitmq")]
+#[tokio::test]
+async fn rabbitmq() {
+    let url = busway_testkit::fixtures::rabbitmq_url().await;
+    run_with(
+        &format!("broker = \"rabbitmq\"\n[rabbitmq]\nurl = \"{url}\""),
+        &topic(),
+    )
+    .await;
+}
+
+#[cfg(feature = "servicebus")]
+#[tokio::test]
+async fn servicebus_on_the_emulator() {
+    use busway_sb_emulator::{Emulator, SubscriptionConfig, TopicConfig};
+    // Service Bus entities are infrastructure: the topic and subscription exist beforehand.
+    let emulator = Emulator::builder()
+        .topic(TopicConfig::new("greetings").subscription(SubscriptionConfig::new("greeter")))
+        .start()
+        .await
+        .expect("emulator starts");
+    let config = format!(
+        "broker = \"servicebus\"\n[servicebus]\nconnection_string = \"{}\"",
+        emulator.connection_string()
+    );
+    run_with(&config, "greetings").await;
+    emulator.shutdown().await;
 }
 
 #[tokio::test]

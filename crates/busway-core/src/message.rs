@@ -93,15 +93,28 @@ impl Message {
         }
     }
 
-    /// Starts a message with no defaults at all, for adapters rebuilding one from the wire.
+    /// Starts a message with no defaults at all, for adapters rebuilding one from the wire (no id
+    /// is generated and no clock is read: both would be overwritten).
     pub fn from_wire(
         id: impl Into<String>,
         source: impl Into<String>,
         ty: impl Into<String>,
     ) -> MessageBuilder {
-        let mut builder = Self::builder(source, ty).id(id);
-        builder.message.time = None;
-        builder
+        MessageBuilder {
+            message: Message {
+                id: id.into(),
+                source: source.into(),
+                ty: ty.into(),
+                specversion: SPEC_VERSION.to_owned(),
+                datacontenttype: None,
+                dataschema: None,
+                subject: None,
+                time: None,
+                extensions: BTreeMap::new(),
+                data: Bytes::new(),
+            },
+            error: None,
+        }
     }
 
     /// Unique id of the event within its source.

@@ -1,0 +1,480 @@
+//! CloudEvents ⇄ AMQP 0-9-1 messages.
+//!
+//! AMQP 0-9-1 has no official CloudEvents binding. busway writes every attribute as a
+//! `cloudEvents_<name>` header (the AMQP 1.0 binding's binary-mode naming), so any reader that
+//! knows that binding sees the whole event, and mirrors the attributes AMQP has native properties
+//! for, so plain AMQP clients see a well-formed message too:
+//!
+//! | CloudEvents            | header                         | native property mirror          |
+//! |------------------------|--------------------------------|---------------------------------|
+//! | `id`                   | `cloudEvents_id`               | `message_id`                    |
+//! | `type`                 | `cloudEvents_type`             | `type`                          |
+//! | `correlationid` (ext.) | `cloudEvents_correlationid`    | `correlation_id`                |
+//! | `time`                 | `cloudEvents_time` (exact)     | `timestamp` (whole seconds)     |
+//! | `datacontenttype`      | —                              | `content_type` (the binding's)  |
+//! | everything else        | `cloudEvents_<name>`           | —                               |
+//! | `data`                 | the body, untouched            |                                 |
+//!
+//! Messages are persistent (`delivery_mode` 2). A value too long for a native property (over
+//! 255 bytes) is simply not mirrored; a content type that long travels in a
+//! `cloudEvents_datacontenttype` header.
+//!
+//! Reading takes headers first and falls back to the native properties, accepts
+//! `cloudEvents:`-prefixed headers (the binding's newer spelling), structured mode
+//! (`application/cloudevents+json` bodies), and plain AMQP messages from clients that know
+//! nothing of CloudEvents: `specversion` defaults to 1.0, and `source` to the `app_id` or else the
+//! topic. A message without an id or a type is not an event.
+
+use busway_core::message::{CORRELATION_ID, format_time};
+use busway_core::{Error, Message, Result, wire};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+
+/// Prefix of the CloudEvents attribute headers busway writes.
+pub const HEADER_PREFIX: &str = "cloudEvents_";
+/// The other prefix the AMQP binding allows; read, never written.
+const ALT_HEADER_PREFIX: &str = "cloudEvents:";
+
+/// Header counting the deliveries of a message before this copy (busway republishes a copy to
+/// redeliver it later, and the copy must remember how often the message was tried).
+pub const ATTEMPT_HEADER: &str = "busway-attempt";
+/// Header carrying when the first delivery of the message failed.
+pub const FIRST_FAILURE_HEADER: &str = "busway-first-failure";
+/// Header quorum queues set to the number of earlier deliveries of this copy.
+const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
+
+/// `delivery_mode` of messages written to disk.
+const PERSISTENT: u8 = 2;
+
+/// The AMQP properties of a message; its body is `message.data()`, as is.
+pub(crate) fn encode(message: &Message) -> Result<BasicProperties> {
+    let mut props = BasicProperties::default().with_delivery_mode(PERSISTENT);
+    let mut headers = FieldTable::default();
+    for (name, value) in wire::binary_attributes(message) {
+        // Mirror into the native property where AMQP has one and the value fits.
+        if matches!(name.as_str(), "id" | "type" | CORRELATION_ID)
+            && let Ok(short) = ShortString::try_new(value.as_str())
+        {
+            props = match name.as_str() {
+                "id" => props.with_message_id(short),
+                "type" => props.with_type(short),
+                _ => props.with_correlation_id(short),
+            };
+        }
+        headers.insert(
+            header_name(&name)?,
+            AMQPValue::LongString(LongString::from(value)),
+        );
+    }
+    if let Some(ct) = message.datacontenttype() {
+        match ShortString::try_new(ct) {
+            Ok(ct) => props = props.with_content_type(ct),
+            Err(_) => {
+                headers.insert(
+                    header_name("datacontenttype")?,
+                    AMQPValue::LongString(LongString::from(ct)),
+                );
+            }
+        }
+    }
+    // For plain AMQP clients; `cloudEvents_time` keeps the exact value.
+    if let Some(secs) = message
+        .time()
+        .and_then(|t| u64::try_from(t.timestamp()).ok())
+    {
+        props = props.with_timestamp(secs);
+    }
+    Ok(props.with_headers(headers))
+}
+
+fn header_name(attribute: &str) -> Result<ShortString> {
+    ShortString::try_new(format!("{HEADER_PREFIX}{attribute}")).map_err(|_| {
+        Error::InvalidMessage(format!(
+            "attribute name {attribute:?} is too long for an AMQP header"
+        ))
+    })
+}
+
+/// Rebuilds the message from AMQP properties and body. `topic` stands in for `source` when a
+/// foreign message carries neither a `cloudEvents_source` header nor an `app_id`.
+pub(crate) fn decode(props: &BasicProperties, body: Bytes, topic: &str) -> Result<Message> {
+    let content_type = props.content_type().as_ref().map(ShortString::as_str);
+    if wire::is_structured(content_type) {
+        return wire::from_structured(&body);
+    }
+    let mut attrs: Vec<(String, String)> = Vec::new();
+    if let Some(headers) = props.headers() {
+        for (name, value) in headers {
+            let name = name.as_str();
+            let Some(attr) = name
+                .strip_prefix(HEADER_PREFIX)
+                .or_else(|| name.strip_prefix(ALT_HEADER_PREFIX))
+            else {
+                continue;
+            };
+            attrs.push((attr.to_owned(), header_text(attr, value)?));
+        }
+    }
+    let has = |attrs: &[(String, String)], name: &str| attrs.iter().any(|(k, _)| k == name);
+    let fallback = |attrs: &mut Vec<(String, String)>, name: &str, value: Option<String>| {
+        if !has(attrs, name)
+            && let Some(value) = value
+        {
+            attrs.push((name.to_owned(), value));
+        }
+    };
+    let native = |v: &Option<ShortString>| v.as_ref().map(|s| s.as_str().to_owned());
+    fallback(&mut attrs, "id", native(props.message_id()));
+    fallback(&mut attrs, "type", native(props.kind()));
+    fallback(
+        &mut attrs,
+        "source",
+        native(props.app_id()).or_else(|| Some(topic.to_owned())),
+    );
+    fallback(
+        &mut attrs,
+        "specversion",
+        Some(busway_core::message::SPEC_VERSION.to_owned()),
+    );
+    fallback(
+        &mut attrs,
+        "time",
+        props
+            .timestamp()
+            .and_then(|secs| i64::try_from(secs).ok())
+            .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0))
+            .map(format_time),
+    );
+    fallback(&mut attrs, CORRELATION_ID, native(props.correlation_id()));
+    if !has(&attrs, "id") || !has(&attrs, "type") {
+        return Err(Error::InvalidMessage(
+            "the AMQP message has neither a `cloudEvents_id`/`message_id` nor a `cloudEvents_type`/`type`: \
+             it is not an event"
+                .into(),
+        ));
+    }
+    wire::from_binary(
+        attrs
+            .iter_mut()
+            .map(|(k, v)| (k.as_str(), std::mem::take(v))),
+        &[""],
+        content_type.map(str::to_owned),
+        body,
+    )
+}
+
+/// A header value as attribute text. Other clients may send numbers, booleans or timestamps
+/// where busway writes strings; those have an obvious text form. Tables, arrays and bytes do not.
+fn header_text(attr: &str, value: &AMQPValue) -> Result<String> {
+    let text = match value {
+        AMQPValue::LongString(s) => String::from_utf8(s.as_bytes().to_vec()).map_err(|_| {
+            Error::InvalidMessage(format!("header `{HEADER_PREFIX}{attr}` is not UTF-8"))
+        })?,
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        AMQPValue::Boolean(b) => b.to_string(),
+        AMQPValue::ShortShortInt(n) => n.to_string(),
+        AMQPValue::ShortShortUInt(n) => n.to_string(),
+        AMQPValue::ShortInt(n) => n.to_string(),
+        AMQPValue::ShortUInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::LongUInt(n) => n.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::Float(n) => n.to_string(),
+        AMQPValue::Double(n) => n.to_string(),
+        AMQPValue::Timestamp(secs) => i64::try_from(*secs)
+            .ok()
+            .and_then(|s| DateTime::<Utc>::from_timestamp(s, 0))
+            .map(format_time)
+            .ok_or_else(|| {
+                Error::InvalidMessage(format!(
+                    "header `{HEADER_PREFIX}{attr}` is not a valid timestamp"
+                ))
+            })?,
+        other => {
+            return Err(Error::InvalidMessage(format!(
+                "header `{HEADER_PREFIX}{attr}` holds a {:?}, not a CloudEvents attribute value",
+                other.get_type()
+            )));
+        }
+    };
+    Ok(text)
+}
+
+/// A stand-in for a message that could not be decoded, so the runtime can dead-letter it (it
+/// never reaches a handler) and dead-letter listings can show it. The bytes are the original.
+pub(crate) fn undecodable(props: &BasicProperties, body: Bytes, topic: &str) -> Message {
+    let id = props
+        .message_id()
+        .as_ref()
+        .map(|s| s.as_str().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "undecodable".to_owned());
+    let mut builder =
+        Message::from_wire(id, format!("rabbitmq:{topic}"), "busway.undecodable").data(body);
+    if let Some(ct) = props
+        .content_type()
+        .as_ref()
+        .filter(|ct| !ct.as_str().is_empty())
+    {
+        builder = builder.datacontenttype(ct.as_str());
+    }
+    builder.build().unwrap_or_else(|_| fallback_placeholder())
+}
+
+#[allow(clippy::expect_used)]
+fn fallback_placeholder() -> Message {
+    // Constant, valid attributes: building cannot fail.
+    Message::from_wire("undecodable", "rabbitmq:unknown", "busway.undecodable")
+        .build()
+        .expect("constant attributes are valid")
+}
+
+/// Attempt number and first failure of a delivery, from busway's headers and the broker's
+/// delivery count: `busway-attempt` counts the deliveries of earlier copies; the quorum
+/// `x-delivery-count` (or, on classic queues, the `redelivered` flag as a lower bound) counts the
+/// earlier deliveries of this copy.
+pub(crate) fn attempt_of(
+    props: &BasicProperties,
+    redelivered: bool,
+) -> (u32, Option<DateTime<Utc>>) {
+    let headers = props.headers().as_ref();
+    let get = |name: &str| headers.and_then(|h| h.inner().get(name));
+    let earlier_copies = get(ATTEMPT_HEADER).and_then(as_u64).unwrap_or(0);
+    let this_copy = match get(DELIVERY_COUNT_HEADER).and_then(as_u64) {
+        Some(count) => count,
+        None => u64::from(redelivered),
+    };
+    let attempt = u32::try_from(earlier_copies.saturating_add(this_copy).saturating_add(1))
+        .unwrap_or(u32::MAX);
+    let first_failure = get(FIRST_FAILURE_HEADER)
+        .and_then(|v| header_text(FIRST_FAILURE_HEADER, v).ok())
+        .and_then(|s| busway_core::message::parse_time(&s).ok());
+    (attempt, first_failure)
+}
+
+fn as_u64(value: &AMQPValue) -> Option<u64> {
+    match value {
+        AMQPValue::ShortShortUInt(n) => Some(u64::from(*n)),
+        AMQPValue::ShortUInt(n) => Some(u64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(u64::from(*n)),
+        AMQPValue::ShortShortInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::ShortInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::Timestamp(n) => Some(*n),
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok()?.parse().ok(),
+        AMQPValue::ShortString(s) => s.as_str().parse().ok(),
+        _ => None,
+    }
+}
+
+/// `props` with its headers changed by `edit`: used to republish a delivered message as it was,
+/// plus or minus busway's bookkeeping headers.
+pub(crate) fn with_headers(
+    props: &BasicProperties,
+    edit: impl FnOnce(&mut std::collections::BTreeMap<ShortString, AMQPValue>),
+) -> BasicProperties {
+    let mut headers = props
+        .headers()
+        .as_ref()
+        .map(|h| h.inner().clone())
+        .unwrap_or_default();
+    edit(&mut headers);
+    props.clone().with_headers(FieldTable::from(headers))
+}
+
+/// A text header value.
+pub(crate) fn text(value: impl Into<Vec<u8>>) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+/// The text of a header, if present and textual.
+pub(crate) fn header(props: &BasicProperties, name: &str) -> Option<String> {
+    let value = props.headers().as_ref()?.inner().get(name)?;
+    header_text(name, value).ok()
+}
+
+/// Headers the broker adds when it redelivers or dead-letters: stale on a copy busway
+/// republishes, and misleading (a quorum queue would count a fresh copy as redelivered).
+pub(crate) fn is_broker_bookkeeping(name: &str) -> bool {
+    name == DELIVERY_COUNT_HEADER
+        || name == "x-death"
+        || name.starts_with("x-first-death-")
+        || name.starts_with("x-last-death-")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use chrono::TimeZone;
+
+    fn full() -> Message {
+        Message::builder("https://example.com/orders", "com.example.order.placed.v2")
+            .id("order-1")
+            .subject("orders/1")
+            .dataschema("https://example.com/schemas/1")
+            .datacontenttype("application/octet-stream")
+            .time(Utc.timestamp_opt(1_767_225_600, 123_456_789).unwrap())
+            .partition_key("customer-42")
+            .correlation_id("corr-1")
+            .extension("tenant", "acme")
+            .data((0u8..=255).collect::<Vec<u8>>())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn binary_mode_round_trips_every_attribute() {
+        for m in [
+            full(),
+            Message::from_wire("min", "/s", "t").build().unwrap(),
+        ] {
+            let props = encode(&m).unwrap();
+            assert_eq!(decode(&props, m.data().clone(), "topic").unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn native_properties_mirror_the_attributes() {
+        let props = encode(&full()).unwrap();
+        assert_eq!(props.message_id().as_ref().unwrap().as_str(), "order-1");
+        assert_eq!(
+            props.kind().as_ref().unwrap().as_str(),
+            "com.example.order.placed.v2"
+        );
+        assert_eq!(
+            props.content_type().as_ref().unwrap().as_str(),
+            "application/octet-stream"
+        );
+        assert_eq!(props.correlation_id().as_ref().unwrap().as_str(), "corr-1");
+        assert_eq!(*props.timestamp(), Some(1_767_225_600));
+        assert_eq!(*props.delivery_mode(), Some(PERSISTENT));
+        assert!(
+            props.app_id().is_none(),
+            "app_id is the application's, not `source`"
+        );
+        assert_eq!(
+            header(&props, "cloudEvents_specversion").as_deref(),
+            Some("1.0")
+        );
+        assert_eq!(
+            header(&props, "cloudEvents_time").as_deref(),
+            Some("2026-01-01T00:00:00.123456789Z")
+        );
+        // Every attribute is in a header, so a binding-aware reader needs no native property.
+        for (attr, value) in [
+            ("id", "order-1"),
+            ("type", "com.example.order.placed.v2"),
+            ("source", "https://example.com/orders"),
+            ("correlationid", "corr-1"),
+        ] {
+            assert_eq!(
+                header(&props, &format!("cloudEvents_{attr}")).as_deref(),
+                Some(value)
+            );
+        }
+        // The binding carries the content type in the native property only.
+        assert!(header(&props, "cloudEvents_datacontenttype").is_none());
+        let long = Message::builder("/s", "t".repeat(300)).build().unwrap();
+        let props = encode(&long).unwrap();
+        assert!(props.kind().is_none());
+        assert_eq!(header(&props, "cloudEvents_type"), Some("t".repeat(300)));
+        assert_eq!(decode(&props, Bytes::new(), "x").unwrap(), long);
+    }
+
+    #[test]
+    fn foreign_messages_with_native_properties_only_are_events() {
+        let props = BasicProperties::default()
+            .with_message_id("legacy-7".into())
+            .with_type("legacy.thing.happened".into())
+            .with_content_type("application/json".into())
+            .with_timestamp(1_700_000_000)
+            .with_correlation_id("c-9".into())
+            .with_app_id("legacy-app".into());
+        let m = decode(&props, Bytes::from_static(b"{\"a\":1}"), "things").unwrap();
+        assert_eq!(m.id(), "legacy-7");
+        assert_eq!(m.ty(), "legacy.thing.happened");
+        assert_eq!(m.source(), "legacy-app");
+        assert_eq!(m.datacontenttype(), Some("application/json"));
+        assert_eq!(m.correlation_id(), Some("c-9"));
+        assert_eq!(m.time().unwrap().timestamp(), 1_700_000_000);
+        let no_app = BasicProperties::default()
+            .with_message_id("x".into())
+            .with_type("t".into());
+        assert_eq!(
+            decode(&no_app, Bytes::new(), "things").unwrap().source(),
+            "things"
+        );
+    }
+
+    #[test]
+    fn foreign_header_types_and_structured_mode_are_read() {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "cloudEvents:id".into(),
+            AMQPValue::ShortString("h-1".into()),
+        );
+        headers.insert("cloudEvents_source".into(), text("/py"));
+        headers.insert("cloudEvents_type".into(), text("py.event"));
+        headers.insert("cloudEvents_specversion".into(), text("1.0"));
+        headers.insert("cloudEvents_count".into(), AMQPValue::LongInt(3));
+        let m = decode(
+            &BasicProperties::default().with_headers(headers),
+            Bytes::new(),
+            "t",
+        )
+        .unwrap();
+        assert_eq!((m.id(), m.extension("count")), ("h-1", Some("3")));
+
+        let structured = wire::to_structured(&full()).unwrap();
+        let props =
+            BasicProperties::default().with_content_type(wire::STRUCTURED_CONTENT_TYPE.into());
+        assert_eq!(
+            decode(&props, Bytes::from(structured), "t").unwrap(),
+            full()
+        );
+    }
+
+    #[test]
+    fn garbage_is_not_an_event() {
+        let err = decode(
+            &BasicProperties::default(),
+            Bytes::from_static(b"\xff"),
+            "t",
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), busway_core::ErrorKind::InvalidMessage);
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "cloudEvents_id".into(),
+            AMQPValue::FieldTable(FieldTable::default()),
+        );
+        let props = BasicProperties::default()
+            .with_headers(headers)
+            .with_type("t".into());
+        assert!(decode(&props, Bytes::new(), "t").is_err());
+        let structured =
+            BasicProperties::default().with_content_type(wire::STRUCTURED_CONTENT_TYPE.into());
+        assert!(decode(&structured, Bytes::from_static(b"not json"), "t").is_err());
+    }
+
+    #[test]
+    fn attempts_add_earlier_copies_and_this_copys_deliveries() {
+        let plain = BasicProperties::default();
+        assert_eq!(attempt_of(&plain, false).0, 1);
+        assert_eq!(attempt_of(&plain, true).0, 2);
+        let t = Utc.timestamp_opt(1_700_000_000, 5).unwrap();
+        let copy = with_headers(&plain, |h| {
+            h.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(2));
+            h.insert(FIRST_FAILURE_HEADER.into(), text(format_time(t)));
+        });
+        assert_eq!(attempt_of(&copy, false), (3, Some(t)));
+        let quorum = with_headers(&copy, |h| {
+            h.insert(DELIVERY_COUNT_HEADER.into(), AMQPValue::LongLongInt(2));
+        });
+        assert_eq!(attempt_of(&quorum, true).0, 5);
+    }
+}

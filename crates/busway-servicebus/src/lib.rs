@@ -1,0 +1,75 @@
+//! # busway-servicebus
+//!
+//! busway's Azure Service Bus adapter, on the [`azservicebus`] client (AMQP 1.0): real
+//! namespaces over TLS (connection string, shared access key, or an Entra ID token credential),
+//! emulators over plain AMQP.
+//!
+//! ```no_run
+//! use busway_core::{Consumer, Message, Publisher, handler_fn};
+//! use busway_servicebus::{ServiceBusBroker, ServiceBusConfig};
+//! use std::sync::Arc;
+//!
+//! # async fn demo() -> busway_core::Result<()> {
+//! let broker = ServiceBusBroker::connect(ServiceBusConfig::from_connection_string(
+//!     "Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true",
+//! ))
+//! .await?;
+//! let consumer = Consumer::builder(Arc::new(broker.clone()), "orders", "billing")
+//!     .concurrency(8)
+//!     .start(handler_fn(|m: Message| async move {
+//!         println!("{}", m.id());
+//!         Ok(())
+//!     }))
+//!     .await?;
+//! broker.publish("orders", Message::builder("/shop", "order.placed").data("42").build()?).await?;
+//! consumer.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Mapping
+//!
+//! | busway | Service Bus |
+//! |---|---|
+//! | topic | topic (or a queue listed in [`ServiceBusConfig::queues`], point to point) |
+//! | group | subscription `<topic>/Subscriptions/<group>` |
+//! | message | CloudEvents AMQP binding, binary mode: `cloudEvents_*` application properties, AMQP content type, Data body; MessageId = event id, SessionId = partition key, CorrelationId = `correlationid` |
+//! | ack | complete |
+//! | redeliver now | abandon (the broker counts the delivery) |
+//! | redeliver after a delay | schedule a copy for then, carrying `busway-attempt` and `busway-first-failure`, addressed to the group with `busway-group`; then complete the original |
+//! | dead-letter | the native dead-letter subqueue: DeadLetterReason = busway's reason code, DeadLetterErrorDescription = the error, plus the `busway-dlq-*` metadata as application properties |
+//! | attempt | the broker's delivery count (plus the attempt a scheduled copy carries) |
+//! | per-key ordering | sessions: the partition key is the session id; each session is handled one message at a time |
+//! | dropped delivery | abandon |
+//!
+//! **Entities are provisioned outside busway.** Service Bus creates topics and subscriptions only
+//! through its management (ATOM/ARM) API, which AMQP clients do not reach: declare them in
+//! infrastructure code, the Azure CLI, or the emulator's `Config.json`. A group that asks for
+//! per-key ordering needs a subscription with `RequiresSession`. Subscribing installs two
+//! routing rules on the subscription (see [`ServiceBusConfig::manage_rules`]): `busway-broadcast`
+//! (`[busway-group] IS NULL`) replaces `$Default`, and `busway-direct` (`busway-group = <group>`)
+//! lets delayed redeliveries and redriven dead letters reach only their group.
+//!
+//! Locks are renewed while a delivery is unsettled (up to [`ServiceBusConfig::lock_renewal`]);
+//! messages are received one per free slot of the consumer runtime (its prefetch bounds the
+//! hand-off buffer), so nothing sits locked in a client-side buffer.
+
+mod broker;
+mod client;
+mod codec;
+mod config;
+mod dead_letters;
+mod error;
+mod receive;
+mod rules;
+mod senders;
+
+pub use azure_core::credentials::TokenCredential;
+pub use broker::ServiceBusBroker;
+pub use config::{STANDARD_MAX_MESSAGE_BYTES, ServiceBusConfig};
+
+/// Application property carrying the attempt number of a scheduled redelivery copy.
+pub const ATTEMPT_PROPERTY: &str = codec::ATTEMPT;
+/// Application property carrying the first failure time of a redelivered message.
+pub const FIRST_FAILURE_PROPERTY: &str = codec::FIRST_FAILURE;
+/// Application property addressing a copy to one group (matched by its `busway-direct` rule).
+pub const GROUP_PROPERTY: &str = codec::TARGET_GROUP;
