@@ -45,6 +45,10 @@ impl Bus {
             BrokerKind::RabbitMq => {
                 parts(busway_rabbitmq::RabbitMqBroker::connect(config.rabbitmq.clone()).await?)
             }
+            #[cfg(feature = "kafka")]
+            BrokerKind::Kafka => {
+                parts(busway_kafka::KafkaBroker::connect(config.kafka.clone()).await?)
+            }
             #[cfg(feature = "servicebus")]
             BrokerKind::ServiceBus => parts(
                 busway_servicebus::ServiceBusBroker::connect(config.servicebus.clone()).await?,
@@ -69,6 +73,8 @@ impl Bus {
             BrokerKind::Memory => true,
             #[cfg(feature = "rabbitmq")]
             BrokerKind::RabbitMq => true,
+            #[cfg(feature = "kafka")]
+            BrokerKind::Kafka => true,
             #[cfg(feature = "servicebus")]
             BrokerKind::ServiceBus => true,
             #[allow(unreachable_patterns)] // every broker compiled in

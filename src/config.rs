@@ -102,6 +102,9 @@ pub struct BusConfig {
     /// RabbitMQ connection and topology.
     #[cfg(feature = "rabbitmq")]
     pub rabbitmq: busway_rabbitmq::RabbitMqConfig,
+    /// Kafka connection, topics and consumer groups.
+    #[cfg(feature = "kafka")]
+    pub kafka: busway_kafka::KafkaConfig,
     /// Azure Service Bus connection.
     #[cfg(feature = "servicebus")]
     pub servicebus: busway_servicebus::ServiceBusConfig,

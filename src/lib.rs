@@ -31,7 +31,8 @@
 //!
 //! The broker comes from [`BusConfig`]: a `busway.toml` file and `BUSWAY_*` environment
 //! variables, so the same application runs on every broker. Adapters are cargo features:
-//! `memory` (default), `rabbitmq`, `kafka`, `servicebus`.
+//! `memory` (default), `rabbitmq`, `kafka`, `servicebus`; `schema` adds typed, versioned events
+//! ([`busway-schema`](https://docs.rs/busway-schema)).
 
 mod bus;
 mod config;
@@ -41,12 +42,18 @@ pub use config::{BrokerKind, BusConfig, ConsumerDefaults};
 
 pub use busway_core::*;
 
+/// The Kafka adapter.
+#[cfg(feature = "kafka")]
+pub use busway_kafka as kafka;
 /// The in-process broker.
 #[cfg(feature = "memory")]
 pub use busway_memory as memory;
 /// The RabbitMQ adapter.
 #[cfg(feature = "rabbitmq")]
 pub use busway_rabbitmq as rabbitmq;
+/// Typed events, codecs, schema registries, compatibility checks and upcasting.
+#[cfg(feature = "schema")]
+pub use busway_schema as schema;
 /// The Azure Service Bus adapter.
 #[cfg(feature = "servicebus")]
 pub use busway_servicebus as servicebus;

@@ -92,6 +92,17 @@ async fn rabbitmq() {
     .await;
 }
 
+#[cfg(feature = "kafka")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka() {
+    let bootstrap = busway_testkit::fixtures::kafka_bootstrap().await;
+    run_with(
+        &format!("broker = \"kafka\"\n[kafka]\nbootstrap_servers = \"{bootstrap}\""),
+        &topic(),
+    )
+    .await;
+}
+
 #[cfg(feature = "servicebus")]
 #[tokio::test]
 async fn servicebus_on_the_emulator() {

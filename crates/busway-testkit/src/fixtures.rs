@@ -19,6 +19,8 @@ pub enum Broker {
     Postgres,
     /// Redis (`BUSWAY_REDIS_URL`, a `redis://` URL).
     Redis,
+    /// A Confluent-compatible schema registry (`BUSWAY_SCHEMA_REGISTRY_URL`, an `http://` URL).
+    SchemaRegistry,
 }
 
 impl Broker {
@@ -29,6 +31,7 @@ impl Broker {
             Self::Kafka => "BUSWAY_KAFKA_BOOTSTRAP",
             Self::Postgres => "BUSWAY_POSTGRES_URL",
             Self::Redis => "BUSWAY_REDIS_URL",
+            Self::SchemaRegistry => "BUSWAY_SCHEMA_REGISTRY_URL",
         }
     }
 
@@ -38,6 +41,7 @@ impl Broker {
             Self::Kafka => "Kafka",
             Self::Postgres => "PostgreSQL",
             Self::Redis => "Redis",
+            Self::SchemaRegistry => "schema registry",
         }
     }
 }
@@ -87,6 +91,14 @@ pub async fn redis_url() -> String {
     address(Broker::Redis).await
 }
 
+/// The `http://` URL of a running Confluent-compatible schema registry.
+///
+/// In a container this is Redpanda's built-in registry (one container, no Kafka to wire up),
+/// which implements the Confluent Schema Registry API.
+pub async fn schema_registry_url() -> String {
+    address(Broker::SchemaRegistry).await
+}
+
 /// How long a containerised broker may take to start.
 pub const CONTAINER_START_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -98,8 +110,9 @@ mod containers {
     use testcontainers_modules::postgres::Postgres;
     use testcontainers_modules::rabbitmq::RabbitMq;
     use testcontainers_modules::redis::Redis;
+    use testcontainers_modules::testcontainers::core::{IntoContainerPort, WaitFor};
     use testcontainers_modules::testcontainers::runners::SyncRunner;
-    use testcontainers_modules::testcontainers::{Container, ImageExt};
+    use testcontainers_modules::testcontainers::{Container, GenericImage, ImageExt};
 
     use super::{Broker, CONTAINER_START_TIMEOUT};
 
@@ -117,12 +130,14 @@ mod containers {
         _kafka: Option<Container<Kafka>>,
         _postgres: Option<Container<Postgres>>,
         _redis: Option<Container<Redis>>,
+        _generic: Option<Container<GenericImage>>,
     }
 
     static RABBITMQ: OnceLock<Running> = OnceLock::new();
     static KAFKA: OnceLock<Running> = OnceLock::new();
     static POSTGRES: OnceLock<Running> = OnceLock::new();
     static REDIS: OnceLock<Running> = OnceLock::new();
+    static SCHEMA_REGISTRY: OnceLock<Running> = OnceLock::new();
 
     pub(super) async fn start(broker: Broker) -> String {
         let cell = match broker {
@@ -130,6 +145,7 @@ mod containers {
             Broker::Kafka => &KAFKA,
             Broker::Postgres => &POSTGRES,
             Broker::Redis => &REDIS,
+            Broker::SchemaRegistry => &SCHEMA_REGISTRY,
         };
         // The blocking runner must not run on an async worker thread.
         let handle =
@@ -151,6 +167,7 @@ mod containers {
             _kafka: None,
             _postgres: None,
             _redis: None,
+            _generic: None,
         };
         match broker {
             Broker::RabbitMq => {
@@ -192,6 +209,22 @@ mod containers {
                 let port = c.get_host_port_ipv4(6379).unwrap_or_else(|e| fail(&e));
                 running.address = format!("redis://127.0.0.1:{port}");
                 running._redis = Some(c);
+            }
+            Broker::SchemaRegistry => {
+                // Redpanda's dev-container mode serves its Confluent-compatible schema registry
+                // on 8081 from a single container.
+                let c = GenericImage::new("redpandadata/redpanda", "v24.2.7")
+                    .with_exposed_port(8081.tcp())
+                    .with_wait_for(WaitFor::message_on_either_std(
+                        "Successfully started Redpanda!",
+                    ))
+                    .with_cmd(["redpanda", "start", "--mode", "dev-container", "--smp", "1"])
+                    .with_startup_timeout(CONTAINER_START_TIMEOUT)
+                    .start()
+                    .unwrap_or_else(|e| fail(&e));
+                let port = c.get_host_port_ipv4(8081).unwrap_or_else(|e| fail(&e));
+                running.address = format!("http://127.0.0.1:{port}");
+                running._generic = Some(c);
             }
         }
         running

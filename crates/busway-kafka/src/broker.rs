@@ -1,0 +1,172 @@
+//! [`KafkaBroker`]: the publisher, subscriber and dead-letter access of the Kafka adapter.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use busway_core::{Error, Message, Publisher, Result, SubscribeOptions, Subscriber, Subscription};
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::codec::{DUE, OutRecord};
+use crate::config::KafkaConfig;
+use crate::consumer::{self, HandedOut};
+use crate::error::classify;
+use crate::names;
+use crate::producer::{Producer, Topics};
+
+/// A connection to a Kafka cluster: [`Publisher`], [`Subscriber`] and
+/// [`DeadLetters`](busway_core::DeadLetters).
+///
+/// Cheap to clone; clones share one idempotent producer and one admin client. Each
+/// subscription has its own consumer (a member of the busway group's consumer group).
+///
+/// ```no_run
+/// use busway_core::{Message, Publisher};
+/// use busway_kafka::{KafkaBroker, KafkaConfig};
+///
+/// # async fn run() -> busway_core::Result<()> {
+/// let broker = KafkaBroker::connect(KafkaConfig {
+///     bootstrap_servers: "127.0.0.1:9092".into(),
+///     ..KafkaConfig::default()
+/// })
+/// .await?;
+/// let order = Message::builder("/shop/orders", "shop.order.placed.v1")
+///     .partition_key("customer-7")
+///     .json(&serde_json::json!({"order": 42}))?
+///     .build()?;
+/// broker.publish("orders", order).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct KafkaBroker {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: Arc<KafkaConfig>,
+    pub(crate) producer: Arc<Producer>,
+    pub(crate) topics: Topics,
+    pub(crate) handed_out: Arc<HandedOut>,
+}
+
+impl std::fmt::Debug for KafkaBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaBroker")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaBroker {
+    /// Validates `config`, creates the producer and admin client, and checks that the cluster
+    /// answers (a metadata request within `request_timeout`).
+    pub async fn connect(config: KafkaConfig) -> Result<Self> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let producer = Arc::new(Producer::new(config.clone())?);
+        let topics = Topics::new(config.clone())?;
+        let probe: BaseConsumer = config
+            .plain_consumer_config("busway-probe")
+            .create()
+            .map_err(|e| classify("creating a client", e))?;
+        let timeout = config.request_timeout;
+        tokio::task::spawn_blocking(move || probe.fetch_metadata(None, timeout))
+            .await
+            .map_err(|e| Error::Closed(format!("connect task failed: {e}")))?
+            .map_err(|e| classify("connecting to the Kafka cluster", e))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                producer,
+                topics,
+                handed_out: Arc::default(),
+            }),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.inner.config
+    }
+
+    /// Waits until every queued message is delivered (up to the delivery timeout).
+    pub fn flush(&self) {
+        self.inner.producer.flush();
+    }
+
+    /// Encodes `message` and checks it against the size limit.
+    fn encode(&self, message: &Message) -> Result<OutRecord> {
+        message.validate()?;
+        let record = OutRecord::from_message(message);
+        let (size, limit) = (record.size(), self.inner.config.max_message_bytes);
+        if size > limit {
+            return Err(Error::TooLarge { size, limit });
+        }
+        Ok(record)
+    }
+
+    async fn ensure_topic(&self, topic: &str) -> Result<()> {
+        names::validate("topic", topic)?;
+        self.inner
+            .topics
+            .ensure(&[(topic.to_owned(), self.inner.config.partitions)])
+            .await
+    }
+}
+
+#[async_trait]
+impl Publisher for KafkaBroker {
+    async fn publish(&self, topic: &str, message: Message) -> Result<()> {
+        let record = self.encode(&message)?;
+        self.ensure_topic(topic).await?;
+        self.inner.producer.send(topic, record).await
+    }
+
+    /// Checks every message first (nothing is sent if one is too large), then sends them all at
+    /// once and waits for every delivery report.
+    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        let records = messages
+            .iter()
+            .map(|m| self.encode(m))
+            .collect::<Result<Vec<_>>>()?;
+        self.ensure_topic(topic).await?;
+        self.inner.producer.send_all(topic, records).await
+    }
+
+    /// Kafka has no scheduled delivery: the message goes to `<topic>.scheduled` with its due
+    /// time, and every group's subscription holds it back until then (pausing only that
+    /// partition). Within a partition of the scheduled topic, messages are released in order,
+    /// so one due later holds back those behind it; give scheduled messages partition keys to
+    /// spread them.
+    async fn schedule(
+        &self,
+        topic: &str,
+        message: Message,
+        deliver_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut record = self.encode(&message)?;
+        record.add_header(
+            DUE,
+            Some(deliver_at.timestamp_millis().to_string().as_bytes()),
+        );
+        names::validate("topic", topic)?;
+        let scheduled = names::scheduled(topic);
+        self.inner
+            .topics
+            .ensure(&[(scheduled.clone(), self.inner.config.partitions)])
+            .await?;
+        self.inner.producer.send(&scheduled, record).await
+    }
+}
+
+#[async_trait]
+impl Subscriber for KafkaBroker {
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        options: SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>> {
+        consumer::subscribe(&self.inner, topic, group, options).await
+    }
+}

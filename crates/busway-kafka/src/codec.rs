@@ -1,0 +1,294 @@
+//! Messages as Kafka records: the CloudEvents Kafka protocol binding in binary mode, plus the
+//! few `busway-*` headers that carry redelivery state.
+//!
+//! Binary mode: every attribute is a `ce_<name>` header, `datacontenttype` is the `content-type`
+//! header, the data is the record value untouched, and the `partitionkey` extension is also the
+//! record key (so Kafka partitions by it). Structured mode (`content-type:
+//! application/cloudevents+json`) is read too.
+
+use busway_core::message::format_time;
+use busway_core::{Message, wire};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use rdkafka::Message as _;
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+
+/// Prefix of CloudEvents attribute headers (Kafka protocol binding).
+pub(crate) const CE_PREFIX: &str = "ce_";
+/// The binding's content-type header.
+pub(crate) const CONTENT_TYPE: &str = "content-type";
+/// Which delivery of the message a retry record is (2 for the first redelivery).
+pub(crate) const ATTEMPT: &str = "busway-attempt";
+/// When the first delivery of the message failed (RFC 3339).
+pub(crate) const FIRST_FAILURE: &str = "busway-first-failure";
+/// When a retry or scheduled record becomes due, in milliseconds since the Unix epoch.
+pub(crate) const DUE: &str = "busway-due";
+
+/// Record framing counted on top of key, value and headers (record batch share, varints).
+const RECORD_OVERHEAD: usize = 72;
+
+/// A record to produce. Headers are kept in librdkafka's own list, filled once.
+#[derive(Clone, Debug)]
+pub(crate) struct OutRecord {
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) value: Bytes,
+    pub(crate) headers: OwnedHeaders,
+    /// Bytes of header names and values, for the size check.
+    header_bytes: usize,
+}
+
+impl OutRecord {
+    fn new(key: Option<Vec<u8>>, value: Bytes, capacity: usize) -> Self {
+        Self {
+            key,
+            value,
+            headers: OwnedHeaders::new_with_capacity(capacity),
+            header_bytes: 0,
+        }
+    }
+
+    /// Binary-mode encoding of `message`.
+    pub(crate) fn from_message(message: &Message) -> Self {
+        let attributes = wire::binary_attributes(message);
+        let mut record = Self::new(
+            message.partition_key().map(|k| k.as_bytes().to_vec()),
+            message.data().clone(),
+            attributes.len() + 1,
+        );
+        // One buffer for every `ce_<name>`: publishing is hot, allocations add up.
+        let mut name = String::with_capacity(32);
+        for (k, v) in &attributes {
+            name.clear();
+            name.push_str(CE_PREFIX);
+            name.push_str(k);
+            record.add_header(&name, Some(v.as_bytes()));
+        }
+        if let Some(ct) = message.datacontenttype() {
+            record.add_header(CONTENT_TYPE, Some(ct.as_bytes()));
+        }
+        record
+    }
+
+    /// Size on the wire, as checked against `max_message_bytes`.
+    pub(crate) fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len)
+            + self.value.len()
+            + self.header_bytes
+            + RECORD_OVERHEAD
+    }
+
+    /// Appends a header.
+    pub(crate) fn add_header(&mut self, name: &str, value: Option<&[u8]>) {
+        self.header_bytes += name.len() + value.map_or(0, <[u8]>::len) + 2;
+        let headers = std::mem::replace(&mut self.headers, OwnedHeaders::new_with_capacity(0));
+        self.headers = headers.insert(Header { key: name, value });
+    }
+}
+
+/// A consumed record, detached from librdkafka's buffers.
+#[derive(Clone, Debug)]
+pub(crate) struct InRecord {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) value: Bytes,
+    pub(crate) headers: Option<OwnedHeaders>,
+    pub(crate) timestamp: Option<i64>,
+}
+
+impl InRecord {
+    pub(crate) fn from_borrowed(m: &BorrowedMessage<'_>) -> Self {
+        Self {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+            headers: m.headers().map(|h| h.detach()),
+            timestamp: m.timestamp().to_millis(),
+        }
+    }
+
+    fn header_list(&self) -> impl Iterator<Item = Header<'_, &[u8]>> {
+        self.headers.iter().flat_map(|h| h.iter())
+    }
+
+    /// A header's value as text, if present and UTF-8 (the last one wins).
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.header_list()
+            .filter(|h| h.key == name)
+            .last()
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Decodes the CloudEvent, binary or structured mode; the error says why it cannot be.
+    pub(crate) fn decode(&self) -> Result<Message, String> {
+        let content_type = self.header(CONTENT_TYPE);
+        if wire::is_structured(content_type) {
+            return wire::from_structured(&self.value).map_err(|e| e.to_string());
+        }
+        let mut attrs = Vec::new();
+        for h in self.header_list() {
+            if !h.key.starts_with(CE_PREFIX) {
+                continue;
+            }
+            let text = match h.value {
+                None => String::new(),
+                Some(v) => std::str::from_utf8(v)
+                    .map_err(|_| format!("header {} is not UTF-8", h.key))?
+                    .to_owned(),
+            };
+            attrs.push((h.key, text));
+        }
+        wire::from_binary(
+            attrs,
+            &[CE_PREFIX],
+            content_type.map(str::to_owned),
+            self.value.clone(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// A stand-in message for a record that is not a CloudEvent, so the runtime can dead-letter
+    /// it; the DLQ receives the original record, not this. `None` only if the core rejected
+    /// constant, valid attributes.
+    pub(crate) fn placeholder(&self) -> Option<Message> {
+        let id = format!("kafka:{}/{}@{}", self.topic, self.partition, self.offset);
+        Message::from_wire(id, "busway-kafka", "busway.undecodable")
+            .data(self.value.clone())
+            .build()
+            .ok()
+    }
+
+    /// The delivery this record is: 1 unless a retry record says otherwise.
+    pub(crate) fn attempt(&self) -> u32 {
+        self.header(ATTEMPT)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    pub(crate) fn first_failure(&self) -> Option<DateTime<Utc>> {
+        self.header(FIRST_FAILURE)
+            .and_then(|v| busway_core::message::parse_time(v).ok())
+    }
+
+    /// When a retry or scheduled record is due (ms since epoch); `None` for plain records.
+    pub(crate) fn due_millis(&self) -> Option<i64> {
+        self.header(DUE).and_then(|v| v.parse().ok())
+    }
+
+    /// The record as it was published: key, value and headers, minus busway's redelivery and
+    /// dead-letter headers.
+    pub(crate) fn original(&self) -> OutRecord {
+        let mut out = OutRecord::new(
+            self.key.clone(),
+            self.value.clone(),
+            self.headers.as_ref().map_or(0, Headers::count),
+        );
+        for h in self.header_list().filter(|h| !is_busway_header(h.key)) {
+            out.add_header(h.key, h.value);
+        }
+        out
+    }
+}
+
+/// Headers busway adds on its way (retry state, dead-letter metadata).
+fn is_busway_header(name: &str) -> bool {
+    name.starts_with("busway-")
+}
+
+/// Headers of a redelivery: the attempt it will be, first failure and due time (on a record from
+/// [`InRecord::original`], which has none of them yet).
+pub(crate) fn redelivery_headers(
+    record: &mut OutRecord,
+    attempt: u32,
+    first_failure: DateTime<Utc>,
+    due: DateTime<Utc>,
+) {
+    record.add_header(ATTEMPT, Some(attempt.to_string().as_bytes()));
+    record.add_header(FIRST_FAILURE, Some(format_time(first_failure).as_bytes()));
+    record.add_header(DUE, Some(due.timestamp_millis().to_string().as_bytes()));
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn as_in(out: &OutRecord) -> InRecord {
+        InRecord {
+            topic: "t".into(),
+            partition: 0,
+            offset: 7,
+            key: out.key.clone(),
+            value: out.value.clone(),
+            headers: Some(out.headers.clone()),
+            timestamp: None,
+        }
+    }
+
+    fn has(rec: &InRecord, name: &str, value: &str) -> bool {
+        rec.header(name) == Some(value)
+    }
+
+    #[test]
+    fn binary_mode_round_trip_with_key_and_content_type() {
+        let m = Message::builder("/s", "t.v1")
+            .partition_key("k-1")
+            .subject("sub")
+            .json(&serde_json::json!({"a": 1}))
+            .unwrap()
+            .build()
+            .unwrap();
+        let out = OutRecord::from_message(&m);
+        assert_eq!(out.key.as_deref(), Some(&b"k-1"[..]));
+        let rec = as_in(&out);
+        assert!(has(&rec, "content-type", "application/json"));
+        assert!(has(&rec, "ce_id", m.id()));
+        assert!(has(&rec, "ce_partitionkey", "k-1"));
+        assert!(out.size() > m.data().len());
+        assert_eq!(rec.decode().unwrap(), m);
+    }
+
+    #[test]
+    fn busway_headers_are_read_and_stripped_from_the_original() {
+        let m = Message::builder("/s", "t").build().unwrap();
+        let mut out = OutRecord::from_message(&m);
+        let now = Utc::now();
+        redelivery_headers(&mut out, 3, now, now);
+        let rec = as_in(&out);
+        assert_eq!(rec.attempt(), 3);
+        assert_eq!(rec.due_millis(), Some(now.timestamp_millis()));
+        assert!(rec.first_failure().is_some());
+        let original = as_in(&rec.original());
+        assert!(
+            original
+                .header_list()
+                .all(|h| !h.key.starts_with("busway-"))
+        );
+        assert_eq!(original.decode().unwrap(), m);
+    }
+
+    #[test]
+    fn garbage_is_undecodable_but_gets_a_placeholder() {
+        let mut bad = OutRecord::new(None, Bytes::from_static(b"\xff\x00"), 1);
+        bad.add_header("ce_id", Some(&[0xff]));
+        let rec = InRecord {
+            partition: 1,
+            offset: 2,
+            ..as_in(&bad)
+        };
+        assert!(rec.decode().is_err());
+        assert_eq!(rec.placeholder().unwrap().data().as_ref(), b"\xff\x00");
+        let mut structured = OutRecord::new(
+            None,
+            Bytes::from_static(br#"{"specversion":"1.0","id":"1","source":"s","type":"t"}"#),
+            1,
+        );
+        structured.add_header("content-type", Some(b"application/cloudevents+json"));
+        assert_eq!(as_in(&structured).decode().unwrap().id(), "1");
+    }
+}

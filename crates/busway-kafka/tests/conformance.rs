@@ -1,0 +1,55 @@
+//! The conformance suite against a real Kafka-protocol broker (`BUSWAY_KAFKA_BOOTSTRAP`, which
+//! `scripts/test` points at tansu, or the Apache Kafka image with Docker).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use busway_testkit::{Capabilities, Harness};
+
+async fn harness() -> Harness {
+    let broker = common::shared_broker().await;
+    Harness::new(broker.clone(), broker.clone(), broker).capabilities(capabilities())
+}
+
+fn capabilities() -> Capabilities {
+    Capabilities {
+        max_message_bytes: 1024 * 1024,
+        large_message_bytes: 900 * 1024,
+        members_share_load: true,
+        patience: Duration::from_secs(60),
+        quiet_period: Duration::from_secs(1),
+        timing_tolerance: Duration::from_millis(50),
+    }
+}
+
+busway_testkit::conformance_suite! {
+    harness: harness,
+    run: [
+        round_trip_preserves_attributes,
+        topic_isolation,
+        competing_consumers,
+        fan_out_to_groups,
+        order_per_key,
+        ack_removes_nack_redelivers,
+        in_process_retry_then_success,
+        delayed_redelivery_honoured,
+        poison_message_dead_lettered_after_n_attempts,
+        permanent_error_dead_lettered_at_once,
+        unacked_redelivered_after_consumer_dies,
+        resume_after_close_without_loss,
+        concurrent_publishers_without_loss,
+        large_message_round_trips,
+        oversized_message_refused,
+        duplicate_publish_absorbed_by_dedup,
+        scheduled_delivery,
+        graceful_shutdown_drains_in_flight,
+        batch_publish,
+        dead_letters_redrive_and_purge,
+    ],
+    skip: [
+        broker_restart_without_loss: "runs in tests/restart.rs against a private tansu it can kill and restart, not the shared broker other tests use",
+    ],
+}
