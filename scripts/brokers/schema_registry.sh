@@ -8,7 +8,7 @@
 # crates/busway-schema/tests/registry_confluent.rs.
 #
 # It is built once with `cargo install` into $BUSWAY_CACHE/tools (outside the clone; the first
-# build took ~23 minutes on 2 busy cores, later runs reuse the binary). Python's confluent-kafka with
+# build takes ~3 minutes on 2 idle cores, later runs reuse the binary). Python's confluent-kafka with
 # its Avro and Protobuf serializers (a client nobody here wrote) goes into a venv for the
 # wire-format interop tests.
 
@@ -19,7 +19,7 @@ SCHEMA_REGISTRY_CONFLUENT_KAFKA_VERSION=2.12.2
 rivven_schema_bin() {
   local root=$BUSWAY_CACHE/tools bin=$BUSWAY_CACHE/tools/bin/rivven-schema
   if [ ! -x "$bin" ] || ! "$bin" --version 2>/dev/null | grep -q "$RIVVEN_SCHEMA_VERSION"; then
-    log "building rivven-schema $RIVVEN_SCHEMA_VERSION (first run only, ~15-25 minutes on 2 cores)"
+    log "building rivven-schema $RIVVEN_SCHEMA_VERSION (first run only, ~3 minutes on 2 cores)"
     # A separate target dir keeps the workspace's build cache untouched.
     CARGO_TARGET_DIR=$BUSWAY_CACHE/rivven-schema-build cargo install rivven-schema \
       --version "$RIVVEN_SCHEMA_VERSION" --locked --root "$root" >&2

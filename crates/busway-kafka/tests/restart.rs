@@ -36,27 +36,6 @@ async fn harness() -> Harness {
 
 busway_testkit::conformance_suite! {
     harness: harness,
-    run: [broker_restart_without_loss],
-    skip: [
-        round_trip_preserves_attributes: "runs in tests/conformance.rs",
-        topic_isolation: "runs in tests/conformance.rs",
-        competing_consumers: "runs in tests/conformance.rs",
-        fan_out_to_groups: "runs in tests/conformance.rs",
-        order_per_key: "runs in tests/conformance.rs",
-        ack_removes_nack_redelivers: "runs in tests/conformance.rs",
-        in_process_retry_then_success: "runs in tests/conformance.rs",
-        delayed_redelivery_honoured: "runs in tests/conformance.rs",
-        poison_message_dead_lettered_after_n_attempts: "runs in tests/conformance.rs",
-        permanent_error_dead_lettered_at_once: "runs in tests/conformance.rs",
-        unacked_redelivered_after_consumer_dies: "runs in tests/conformance.rs",
-        resume_after_close_without_loss: "runs in tests/conformance.rs",
-        concurrent_publishers_without_loss: "runs in tests/conformance.rs",
-        large_message_round_trips: "runs in tests/conformance.rs",
-        oversized_message_refused: "runs in tests/conformance.rs",
-        duplicate_publish_absorbed_by_dedup: "runs in tests/conformance.rs",
-        scheduled_delivery: "runs in tests/conformance.rs",
-        graceful_shutdown_drains_in_flight: "runs in tests/conformance.rs",
-        batch_publish: "runs in tests/conformance.rs",
-        dead_letters_redrive_and_purge: "runs in tests/conformance.rs",
-    ],
+    // Every other scenario runs on the shared broker, in tests/conformance.rs.
+    only: [broker_restart_without_loss],
 }

@@ -10,14 +10,16 @@
 //!
 //! busway_testkit::conformance_suite! {
 //!     harness: harness,
-//!     run: [round_trip_preserves_attributes, topic_isolation /* , ... */],
 //!     skip: [broker_restart_without_loss: "the in-process broker cannot restart"],
 //! }
 //! ```
 //!
-//! That generates `mod conformance` with one `#[tokio::test]` per scenario (so `cargo test`
-//! prints `conformance::<scenario> ... ok`), skipped scenarios as `#[ignore]`d tests with their
-//! reason, and a test failing when a scenario of [`SCENARIOS`] is neither run nor skipped.
+//! That generates `mod conformance` with one `#[tokio::test]` per scenario of [`SCENARIOS`] (so
+//! `cargo test` prints `conformance::<scenario> ... ok`): every scenario runs unless it is
+//! skipped, and a skipped one is an `#[ignore]`d test showing its reason. A scenario added to the
+//! suite therefore runs on every adapter at once. `only: [..]` instead of `skip: [..]` generates
+//! just the listed scenarios, for a second test file that needs a harness of its own (e.g. a
+//! private broker to restart).
 
 mod scenarios;
 pub mod support;
@@ -107,13 +109,53 @@ impl Harness {
     }
 }
 
+/// Calls `$then! { every scenario, in order }`: the one list of scenario names the suite macro
+/// and [`SCENARIOS`] are made from.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_scenarios {
+    ($then:ident) => {
+        $then! {
+            round_trip_preserves_attributes,
+            topic_isolation,
+            competing_consumers,
+            fan_out_to_groups,
+            order_per_key,
+            ack_removes_nack_redelivers,
+            in_process_retry_then_success,
+            delayed_redelivery_honoured,
+            poison_message_dead_lettered_after_n_attempts,
+            permanent_error_dead_lettered_at_once,
+            unacked_redelivered_after_consumer_dies,
+            resume_after_close_without_loss,
+            concurrent_publishers_without_loss,
+            large_message_round_trips,
+            oversized_message_refused,
+            duplicate_publish_absorbed_by_dedup,
+            scheduled_delivery,
+            graceful_shutdown_drains_in_flight,
+            batch_publish,
+            dead_letters_redrive_and_purge,
+            broker_restart_without_loss
+        }
+    };
+}
+
 /// Generates the conformance tests of an adapter; see the [module docs](self).
 #[macro_export]
 macro_rules! conformance_suite {
+    // Every scenario, except those skipped with a reason.
     (
         harness: $harness:ident,
-        run: [$($run:ident),* $(,)?],
         skip: [$($skip:ident : $reason:literal),* $(,)?] $(,)?
+    ) => {
+        // `$` is handed down so that the generated module can define a macro of its own.
+        $crate::__conformance_every_scenario! { ($) $harness [$($skip : $reason),*] }
+    };
+    // Only the listed scenarios: for a second test file that runs what needs a broker of its own.
+    (
+        harness: $harness:ident,
+        only: [$($run:ident),* $(,)?] $(,)?
     ) => {
         mod conformance {
             $(
@@ -122,31 +164,65 @@ macro_rules! conformance_suite {
                     $crate::conformance::$run(super::$harness().await).await;
                 }
             )*
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[ignore = $reason]
-                async fn $skip() {
-                    $crate::conformance::$skip(super::$harness().await).await;
-                }
-            )*
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_every_scenario {
+    (($d:tt) $harness:ident [$($skip:ident : $reason:literal),*]) => {
+        mod conformance {
+            // One test per scenario: skipped ones match their own arm first and are ignored.
+            macro_rules! scenario_test {
+                $(
+                    ($skip) => {
+                        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                        #[ignore = $reason]
+                        async fn $skip() {
+                            $crate::conformance::$skip(super::$harness().await).await;
+                        }
+                    };
+                )*
+                ($d name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $d name() {
+                        $crate::conformance::$d name(super::$harness().await).await;
+                    }
+                };
+            }
+            macro_rules! scenario_tests {
+                ($d($d name:ident),*) => { $d(scenario_test!($d name);)* };
+            }
+            $crate::__conformance_scenarios!(scenario_tests);
+
             #[test]
-            fn every_scenario_is_run_or_skipped_with_a_reason() {
-                let listed: &[&str] = &[$(stringify!($run),)* $(stringify!($skip),)*];
-                $crate::conformance::assert_complete(listed);
+            fn every_skip_names_a_scenario() {
+                $crate::conformance::assert_known(&[$(stringify!($skip)),*]);
             }
         }
     };
 }
 
-/// Fails when `listed` misses a scenario of [`SCENARIOS`] or names one twice.
-pub fn assert_complete(listed: &[&str]) {
-    let missing: Vec<_> = SCENARIOS.iter().filter(|s| !listed.contains(s)).collect();
-    assert!(
-        missing.is_empty(),
-        "scenarios neither run nor skipped: {missing:?}"
-    );
-    let mut sorted = listed.to_vec();
+/// Fails when `names` holds something that is not a scenario of [`SCENARIOS`], or a name twice.
+pub fn assert_known(names: &[&str]) {
+    let unknown: Vec<_> = names.iter().filter(|n| !SCENARIOS.contains(n)).collect();
+    assert!(unknown.is_empty(), "not conformance scenarios: {unknown:?}");
+    let mut sorted = names.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
-    assert_eq!(sorted.len(), listed.len(), "a scenario is listed twice");
+    assert_eq!(sorted.len(), names.len(), "a scenario is listed twice");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_names_are_distinct_and_known() {
+        assert_known(SCENARIOS);
+        assert!(SCENARIOS.contains(&"broker_restart_without_loss"));
+        let result = std::panic::catch_unwind(|| assert_known(&["no_such_scenario"]));
+        assert!(result.is_err(), "an unknown name must be refused");
+    }
 }

@@ -19,29 +19,12 @@ use super::support::{
 };
 
 /// Every scenario, by name. Adapters run each or skip it with a reason.
-pub const SCENARIOS: &[&str] = &[
-    "round_trip_preserves_attributes",
-    "topic_isolation",
-    "competing_consumers",
-    "fan_out_to_groups",
-    "order_per_key",
-    "ack_removes_nack_redelivers",
-    "in_process_retry_then_success",
-    "delayed_redelivery_honoured",
-    "poison_message_dead_lettered_after_n_attempts",
-    "permanent_error_dead_lettered_at_once",
-    "unacked_redelivered_after_consumer_dies",
-    "resume_after_close_without_loss",
-    "concurrent_publishers_without_loss",
-    "large_message_round_trips",
-    "oversized_message_refused",
-    "duplicate_publish_absorbed_by_dedup",
-    "scheduled_delivery",
-    "graceful_shutdown_drains_in_flight",
-    "batch_publish",
-    "dead_letters_redrive_and_purge",
-    "broker_restart_without_loss",
-];
+pub const SCENARIOS: &[&str] = {
+    macro_rules! names {
+        ($($name:ident),*) => { &[$(stringify!($name)),*] };
+    }
+    crate::__conformance_scenarios!(names)
+};
 
 /// Joins a group before anything is published, so the group sees every later message.
 async fn join(h: &Harness, topic: &str, group: &str) -> Box<dyn busway_core::Subscription> {
