@@ -124,19 +124,7 @@ impl Shared {
     ) -> Result<()> {
         self.ensure(link, ensure).await?;
         let ch = self.publish_channel.get(link).await?;
-        let confirm = ch
-            .basic_publish(
-                short(out.exchange)?,
-                short(out.routing_key)?,
-                BasicPublishOptions {
-                    mandatory: true,
-                    immediate: false,
-                },
-                out.body,
-                out.props.clone(),
-            )
-            .await
-            .map_err(|e| error::map(e, "publishing"))?;
+        let confirm = publish_on(&ch, out, out.props.clone()).await?;
         let confirmation = tokio::time::timeout_at(deadline, confirm)
             .await
             .map_err(|_| Error::Timeout("the broker did not confirm the publish".into()))?
@@ -197,19 +185,8 @@ impl Shared {
         let ch = self.publish_channel.get(link).await?;
         let mut confirms = Vec::with_capacity(outs.len());
         for out in outs.iter_mut() {
-            let sent = ch
-                .basic_publish(
-                    short(out.exchange)?,
-                    short(out.routing_key)?,
-                    BasicPublishOptions {
-                        mandatory: true,
-                        immediate: false,
-                    },
-                    out.body,
-                    std::mem::take(&mut out.props),
-                )
-                .await
-                .map_err(|e| error::map(e, "publishing"));
+            let props = std::mem::take(&mut out.props);
+            let sent = publish_on(&ch, out, props).await;
             confirms.push(sent);
         }
         let waits = confirms
@@ -354,4 +331,25 @@ impl Publisher for RabbitMqBroker {
             .send(&out, Ensure::ScheduleQueue(topic, ms), deadline)
             .await
     }
+}
+
+/// Publishes `out` with `props` on `ch`, mandatory (so an unroutable message comes back), and
+/// returns the confirm still to be awaited.
+async fn publish_on(
+    ch: &lapin::Channel,
+    out: &Outgoing<'_>,
+    props: BasicProperties,
+) -> Result<lapin::PublisherConfirm> {
+    ch.basic_publish(
+        short(out.exchange)?,
+        short(out.routing_key)?,
+        BasicPublishOptions {
+            mandatory: true,
+            immediate: false,
+        },
+        out.body,
+        props,
+    )
+    .await
+    .map_err(|e| error::map(e, "publishing"))
 }

@@ -204,6 +204,14 @@ macro_rules! serde_format {
                 pub id: i64,
                 pub name: String,
             }
+            impl ContactV1 {
+                pub fn new(id: i64, name: &str) -> Self {
+                    Self {
+                        id,
+                        name: name.into(),
+                    }
+                }
+            }
             /// v2: an optional email (compatible both ways).
             #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
             pub struct ContactV2 {
@@ -368,13 +376,7 @@ macro_rules! serde_format {
                     ..
                 } = mailing(h, concat!(stringify!($format), "-newer"), Some(mode)).await;
                 events
-                    .publish(
-                        &topic,
-                        &ContactV1 {
-                            id: 1,
-                            name: "Ann".into(),
-                        },
-                    )
+                    .publish(&topic, &ContactV1::new(1, "Ann"))
                     .await
                     .unwrap();
                 // Built through the publisher (registering v2), then published as is, to know
@@ -402,19 +404,7 @@ macro_rules! serde_format {
             pub async fn forward_mode_lets_old_consumers_read_newer_events(h: Harness) {
                 let (seen, dead, _) =
                     newer_event_for_old_consumer(&h, CompatibilityMode::Forward).await;
-                assert_eq!(
-                    seen,
-                    [
-                        ContactV1 {
-                            id: 1,
-                            name: "Ann".into()
-                        },
-                        ContactV1 {
-                            id: 2,
-                            name: "Bob".into()
-                        },
-                    ]
-                );
+                assert_eq!(seen, [ContactV1::new(1, "Ann"), ContactV1::new(2, "Bob"),]);
                 assert!(dead.is_empty(), "{dead:?}");
             }
 
@@ -423,13 +413,7 @@ macro_rules! serde_format {
             pub async fn backward_mode_dead_letters_newer_events_for_old_consumers(h: Harness) {
                 let (seen, dead, newer) =
                     newer_event_for_old_consumer(&h, CompatibilityMode::Backward).await;
-                assert_eq!(
-                    seen,
-                    [ContactV1 {
-                        id: 1,
-                        name: "Ann".into()
-                    }]
-                );
+                assert_eq!(seen, [ContactV1::new(1, "Ann")]);
                 assert_eq!(dead.len(), 1);
                 assert_dead_lettered(
                     &dead,
@@ -465,13 +449,7 @@ macro_rules! serde_format {
                     publish_raw(&h, &topic, message).await;
                 }
                 events
-                    .publish(
-                        &topic,
-                        &ContactV1 {
-                            id: 9,
-                            name: "Ok".into(),
-                        },
-                    )
+                    .publish(&topic, &ContactV1::new(9, "Ok"))
                     .await
                     .unwrap();
                 let report = finish_when(&h, handle, "four events settled", |s| {
@@ -479,13 +457,7 @@ macro_rules! serde_format {
                 })
                 .await;
                 assert_eq!((report.stats.acked, report.stats.dead_lettered), (1, 3));
-                assert_eq!(
-                    *seen.lock().unwrap(),
-                    [ContactV1 {
-                        id: 9,
-                        name: "Ok".into()
-                    }]
-                );
+                assert_eq!(*seen.lock().unwrap(), [ContactV1::new(9, "Ok")]);
                 let dead = dead_letters(&h, &topic, "mailing").await;
                 assert_eq!(dead.len(), 3);
                 assert_dead_lettered(
@@ -519,13 +491,7 @@ macro_rules! serde_format {
                     events,
                 } = mailing(&h, concat!(stringify!($format), "-incompatible"), None).await;
                 events
-                    .publish(
-                        &topic,
-                        &ContactV1 {
-                            id: 1,
-                            name: "Ann".into(),
-                        },
-                    )
+                    .publish(&topic, &ContactV1::new(1, "Ann"))
                     .await
                     .unwrap();
                 let err = events
@@ -547,32 +513,14 @@ macro_rules! serde_format {
                     "the violation names the field: {err}"
                 );
                 events
-                    .publish(
-                        &topic,
-                        &ContactV1 {
-                            id: 3,
-                            name: "Cid".into(),
-                        },
-                    )
+                    .publish(&topic, &ContactV1::new(3, "Cid"))
                     .await
                     .unwrap();
                 let report = finish_when(&h, handle, "two events handled", |s| s.acked >= 2).await;
                 assert_eq!((report.stats.received, report.stats.dead_lettered), (2, 0));
                 let mut seen = seen.lock().unwrap().clone();
                 seen.sort_by_key(|c| c.id);
-                assert_eq!(
-                    seen,
-                    [
-                        ContactV1 {
-                            id: 1,
-                            name: "Ann".into()
-                        },
-                        ContactV1 {
-                            id: 3,
-                            name: "Cid".into()
-                        },
-                    ]
-                );
+                assert_eq!(seen, [ContactV1::new(1, "Ann"), ContactV1::new(3, "Cid"),]);
                 assert_eq!(registry.versions(ContactV1::SUBJECT).await.unwrap(), [1]);
             }
         }

@@ -41,27 +41,34 @@ pub(crate) trait Link: Send + 'static {
     fn dispose(self) -> impl Future<Output = Res<()>> + Send;
 }
 
+/// The methods both receivers have under the same names in the client.
+macro_rules! settlement_via_client {
+    () => {
+        async fn receive_one(&mut self, wait: Duration) -> Res<Option<ServiceBusReceivedMessage>> {
+            self.receive_message_with_max_wait_time(wait).await
+        }
+        async fn complete(&mut self, m: &ServiceBusReceivedMessage) -> Res<()> {
+            self.complete_message(m).await
+        }
+        async fn abandon(
+            &mut self,
+            m: &ServiceBusReceivedMessage,
+            props: Option<OrderedMap<String, Value>>,
+        ) -> Res<()> {
+            self.abandon_message(m, props).await
+        }
+        async fn dead_letter(
+            &mut self,
+            m: &ServiceBusReceivedMessage,
+            o: DeadLetterOptions,
+        ) -> Res<()> {
+            self.dead_letter_message(m, o).await
+        }
+    };
+}
+
 impl Link for ServiceBusReceiver {
-    async fn receive_one(&mut self, wait: Duration) -> Res<Option<ServiceBusReceivedMessage>> {
-        self.receive_message_with_max_wait_time(wait).await
-    }
-    async fn complete(&mut self, m: &ServiceBusReceivedMessage) -> Res<()> {
-        self.complete_message(m).await
-    }
-    async fn abandon(
-        &mut self,
-        m: &ServiceBusReceivedMessage,
-        props: Option<OrderedMap<String, Value>>,
-    ) -> Res<()> {
-        self.abandon_message(m, props).await
-    }
-    async fn dead_letter(
-        &mut self,
-        m: &ServiceBusReceivedMessage,
-        o: DeadLetterOptions,
-    ) -> Res<()> {
-        self.dead_letter_message(m, o).await
-    }
+    settlement_via_client!();
     async fn renew(&mut self, m: &mut ServiceBusReceivedMessage) -> Res<()> {
         self.renew_message_lock(m).await
     }
@@ -77,26 +84,7 @@ impl Link for ServiceBusReceiver {
 }
 
 impl Link for ServiceBusSessionReceiver {
-    async fn receive_one(&mut self, wait: Duration) -> Res<Option<ServiceBusReceivedMessage>> {
-        self.receive_message_with_max_wait_time(wait).await
-    }
-    async fn complete(&mut self, m: &ServiceBusReceivedMessage) -> Res<()> {
-        self.complete_message(m).await
-    }
-    async fn abandon(
-        &mut self,
-        m: &ServiceBusReceivedMessage,
-        props: Option<OrderedMap<String, Value>>,
-    ) -> Res<()> {
-        self.abandon_message(m, props).await
-    }
-    async fn dead_letter(
-        &mut self,
-        m: &ServiceBusReceivedMessage,
-        o: DeadLetterOptions,
-    ) -> Res<()> {
-        self.dead_letter_message(m, o).await
-    }
+    settlement_via_client!();
     async fn renew(&mut self, _m: &mut ServiceBusReceivedMessage) -> Res<()> {
         // Messages of a session are covered by the session lock.
         self.renew_session_lock().await
