@@ -38,7 +38,7 @@ impl Bus {
         let (publisher, subscriber, dead_letters) = match config.broker {
             #[cfg(feature = "memory")]
             BrokerKind::Memory => {
-                let broker = busway_memory::MemoryBroker::with_config(config.memory.clone());
+                let broker = busway_memory::MemoryBroker::with_config(config.memory.clone())?;
                 parts(broker)
             }
             #[cfg(feature = "rabbitmq")]

@@ -146,6 +146,8 @@ impl BusConfig {
     }
 
     /// Extracts from any figment, mapping errors to [`Error::Config`] naming the field.
+    ///
+    /// The error never repeats the value it found: the setting may be a password or a key.
     pub fn from_figment(figment: Figment) -> Result<Self> {
         figment.extract().map_err(|e| {
             let field = if e.path.is_empty() {
@@ -153,8 +155,46 @@ impl BusConfig {
             } else {
                 e.path.join(".")
             };
-            Error::config(field, e.kind.to_string())
+            Error::config(field, describe(&e.kind))
         })
+    }
+}
+
+/// A figment error without the offending value.
+fn describe(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    match kind {
+        Kind::InvalidType(found, expected) => {
+            format!("expected {expected}, found {}", shape(found))
+        }
+        Kind::InvalidValue(found, expected) => {
+            format!("invalid value ({}), expected {expected}", shape(found))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// What kind of value was found, never the value itself.
+fn shape(found: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match found {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a float",
+        Actual::Char(_) => "a character",
+        Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Unit => "nothing",
+        Actual::Option => "an optional value",
+        Actual::NewtypeStruct => "a newtype struct",
+        Actual::Seq => "a sequence",
+        Actual::Map => "a table",
+        Actual::Enum => "an enum",
+        Actual::UnitVariant
+        | Actual::NewtypeVariant
+        | Actual::TupleVariant
+        | Actual::StructVariant => "an enum variant",
+        Actual::Other(_) => "another kind of value",
     }
 }
 
@@ -217,6 +257,20 @@ mod tests {
         assert!(err.to_string().contains("concurency"), "{err}");
         let err = BusConfig::from_toml("[consumer]\ntimeout = \"soon\"").unwrap_err();
         assert!(err.to_string().contains("`consumer.timeout`"), "{err}");
+    }
+
+    #[test]
+    fn errors_never_repeat_the_value_they_found() {
+        for text in [
+            "[consumer]\nconcurrency = \"hunter2-secret\"",
+            "[consumer]\ndrain_timeout = 4242424242",
+            "[consumer]\nretry = \"hunter2-secret\"",
+        ] {
+            let err = BusConfig::from_toml(text).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(!err.contains("4242424242"), "{err}");
+            assert!(err.contains("`consumer."), "{err}");
+        }
     }
 
     #[test]

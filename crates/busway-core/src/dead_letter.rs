@@ -23,8 +23,12 @@ pub const HEADER_FIRST_FAILURE: &str = "busway-dlq-first-failure";
 /// Header carrying [`DeadLetterMetadata::last_failure`].
 pub const HEADER_LAST_FAILURE: &str = "busway-dlq-last-failure";
 
-/// Error texts longer than this are cut, so a huge error cannot make the dead letter unsendable.
-pub const MAX_ERROR_LEN: usize = 4096;
+/// Error texts longer than this are cut, so a huge error cannot make the dead letter unsendable
+/// (see [`preflight`](crate::preflight): the metadata must fit in the headroom kept free).
+pub const MAX_ERROR_LEN: usize = 1024;
+
+/// Reason codes longer than this are cut.
+pub const MAX_REASON_LEN: usize = 64;
 
 /// Why a message was dead-lettered.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -40,6 +44,8 @@ pub enum DeadLetterReason {
     SchemaValidation,
     /// The event's type or version has no handler.
     UnknownType,
+    /// The handler panicked on the last attempt.
+    HandlerPanicked,
     /// A reason given by the user or a broker.
     Other(String),
 }
@@ -53,6 +59,7 @@ impl DeadLetterReason {
             Self::Undecodable => "undecodable",
             Self::SchemaValidation => "schema_validation",
             Self::UnknownType => "unknown_type",
+            Self::HandlerPanicked => "handler_panicked",
             Self::Other(s) => s,
         }
     }
@@ -65,6 +72,7 @@ impl DeadLetterReason {
             "undecodable" => Self::Undecodable,
             "schema_validation" => Self::SchemaValidation,
             "unknown_type" => Self::UnknownType,
+            "handler_panicked" => Self::HandlerPanicked,
             other => Self::Other(other.to_owned()),
         }
     }
@@ -97,15 +105,22 @@ pub struct DeadLetterMetadata {
 
 impl DeadLetterMetadata {
     /// The metadata as (header, value) pairs, names from the `HEADER_*` constants.
+    ///
+    /// Bounded by construction: the error, the reason and the names are cut to their limits, so
+    /// the headers always fit in [`METADATA_HEADROOM`](crate::preflight::METADATA_HEADROOM).
     pub fn to_headers(&self) -> Vec<(&'static str, String)> {
+        let name = |s: &str| truncate(s, crate::preflight::MAX_NAME_BYTES).to_owned();
         vec![
-            (HEADER_REASON, self.reason.as_str().to_owned()),
+            (
+                HEADER_REASON,
+                truncate(self.reason.as_str(), MAX_REASON_LEN).to_owned(),
+            ),
             (
                 HEADER_ERROR,
                 truncate(&self.error, MAX_ERROR_LEN).to_owned(),
             ),
-            (HEADER_TOPIC, self.original_topic.clone()),
-            (HEADER_GROUP, self.group.clone()),
+            (HEADER_TOPIC, name(&self.original_topic)),
+            (HEADER_GROUP, name(&self.group)),
             (HEADER_ATTEMPTS, self.attempts.to_string()),
             (HEADER_FIRST_FAILURE, format_time(self.first_failure)),
             (HEADER_LAST_FAILURE, format_time(self.last_failure)),

@@ -27,15 +27,23 @@ pub enum Settlement {
     DeadLetter(Box<DeadLetterMetadata>),
 }
 
-/// The adapter side of a delivery: settles it with the broker exactly once.
+/// The adapter side of a delivery: settles it with the broker.
 ///
-/// Adapters implement this; `settle` consumes the box, so settling twice cannot compile.
-/// Dropping an unsettled handle must give the message back to the broker for redelivery (as a
-/// consumer crash would), never lose it.
+/// Adapters implement this; applications settle through [`Delivery`], whose methods take the
+/// delivery by value, so settling twice cannot compile there. The runtime may call `settle`
+/// again after an `Err` (the same settlement after a pause, or another one as a fallback), and
+/// never after an `Ok`. The contract:
+///
+/// - `Ok`: the broker took the settlement; the handle is spent, and dropping it does nothing.
+/// - `Err`: the delivery is still the handle's (an adapter that lost it, e.g. with its
+///   connection, says so in the error, and the broker redelivers it anyway). Nothing may be
+///   lost: a copy sent before the failure may at most duplicate the message.
+/// - Dropped unsettled (task aborted, settlement given up): the message goes back to the broker
+///   for another delivery whose attempt number counts this one, as after a consumer crash.
 #[async_trait]
 pub trait Settle: Send + 'static {
     /// Performs the settlement.
-    async fn settle(self: Box<Self>, settlement: Settlement) -> Result<()>;
+    async fn settle(&mut self, settlement: &Settlement) -> Result<()>;
 }
 
 /// Where a delivery came from and how often it has been tried.
@@ -123,9 +131,10 @@ impl Delivery {
     pub fn attempt(&self) -> u32 {
         self.info.attempt
     }
-    /// Settles with an explicit [`Settlement`].
-    pub async fn settle(self, settlement: Settlement) -> Result<()> {
-        self.settle.settle(settlement).await
+    /// Settles with an explicit [`Settlement`]. On error the delivery is released to the broker,
+    /// which delivers it again.
+    pub async fn settle(mut self, settlement: Settlement) -> Result<()> {
+        self.settle.settle(&settlement).await
     }
     /// Acknowledges: the message is done.
     pub async fn ack(self) -> Result<()> {

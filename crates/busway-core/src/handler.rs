@@ -115,6 +115,23 @@ impl HandlerError {
     pub fn reason(&self) -> Option<&DeadLetterReason> {
         self.reason.as_ref()
     }
+    /// A failed attempt for a handler that panicked: retried like a transient failure, and
+    /// dead-lettered with reason `handler_panicked` (and the panic message) after the last one.
+    pub fn panicked(message: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::Transient,
+            reason: Some(DeadLetterReason::HandlerPanicked),
+            source: format!("handler panicked: {}", message.into()).into(),
+        }
+    }
+    /// The text of a panic's payload (what `panic!` was given, when it was a string).
+    pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic payload that is not a string".to_owned())
+    }
     /// A transient failure for a handler that ran out of time.
     pub fn timed_out(after: Duration) -> Self {
         Self::transient(Error::Timeout(format!(

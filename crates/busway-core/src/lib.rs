@@ -18,12 +18,14 @@ pub mod idempotency;
 pub mod message;
 pub mod middleware;
 pub mod policy;
+pub mod preflight;
+pub mod redelivery;
 pub mod wire;
 
 pub use broker::{Ordering, Publisher, StartPosition, SubscribeOptions, Subscriber, Subscription};
 pub use consumer::{
-    AlertHook, Consumer, ConsumerBuilder, ConsumerHandle, ConsumerReport, ConsumerStats,
-    DeadLetterAlert,
+    AlertHook, Consumer, ConsumerBuilder, ConsumerHandle, ConsumerHealth, ConsumerReport,
+    ConsumerStats, DeadLetterAlert,
 };
 pub use dead_letter::{
     DeadLetter, DeadLetterMetadata, DeadLetterQueue, DeadLetterReason, DeadLetters,

@@ -9,8 +9,10 @@ use busway_core::{
 };
 use chrono::{DateTime, Utc};
 
+use busway_core::preflight::SizeLimit;
+
 use crate::config::MemoryConfig;
-use crate::queue::{Entry, GroupQueue};
+use crate::queue::{Entry, Faults, GroupQueue};
 
 #[derive(Default)]
 struct Topic {
@@ -21,7 +23,9 @@ struct Topic {
 
 pub(crate) struct Inner {
     config: MemoryConfig,
+    limit: SizeLimit,
     topics: Mutex<HashMap<String, Topic>>,
+    faults: Arc<Faults>,
 }
 
 /// The in-process broker. Cheap to clone; clones share the same topics.
@@ -47,15 +51,26 @@ impl std::fmt::Debug for MemoryBroker {
 impl MemoryBroker {
     /// A broker with default limits.
     pub fn new() -> Self {
-        Self::with_config(MemoryConfig::default())
+        let config = MemoryConfig::default();
+        let limit = SizeLimit::new("memory.max_message_bytes", config.max_message_bytes)
+            .unwrap_or_else(|_| unreachable!("the default limit leaves room for messages"));
+        Self::assemble(config, limit)
     }
 
-    /// A broker with the given limits.
-    pub fn with_config(config: MemoryConfig) -> Self {
+    /// A broker with the given limits; a limit that cannot work names its setting.
+    pub fn with_config(config: MemoryConfig) -> Result<Self> {
+        config.validate()?;
+        let limit = config.size_limit()?;
+        Ok(Self::assemble(config, limit))
+    }
+
+    fn assemble(config: MemoryConfig, limit: SizeLimit) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
+                limit,
                 topics: Mutex::new(HashMap::new()),
+                faults: Arc::default(),
             }),
         }
     }
@@ -63,6 +78,31 @@ impl MemoryBroker {
     /// The limits in force.
     pub fn config(&self) -> &MemoryConfig {
         &self.inner.config
+    }
+
+    /// Fault injection for tests of failure handling: while `refuse` is on, dead-lettering a
+    /// message of `group` on `topic` fails (the dead-letter queue "refuses" it), as a broker that
+    /// rejects a dead-letter copy would. The group need not exist yet.
+    ///
+    /// ```
+    /// # let broker = busway_memory::MemoryBroker::new();
+    /// broker.refuse_dead_letters("orders", "billing", true);
+    /// // ... prove that your service neither loses the message nor stops ...
+    /// broker.refuse_dead_letters("orders", "billing", false);
+    /// ```
+    pub fn refuse_dead_letters(&self, topic: &str, group: &str, refuse: bool) {
+        let mut refused = self
+            .inner
+            .faults
+            .refused_dead_letters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let key = (topic.to_owned(), group.to_owned());
+        if refuse {
+            refused.insert(key);
+        } else {
+            refused.remove(&key);
+        }
     }
 
     /// Messages waiting in a group (ready or delayed, not in flight); 0 for an unknown group.
@@ -86,16 +126,9 @@ impl MemoryBroker {
     }
 
     fn check(&self, topic: &str, message: &Message) -> Result<()> {
-        if topic.is_empty() {
-            return Err(Error::config("topic", "must not be empty"));
-        }
-        message.validate()?;
-        let size = message.encoded_len();
-        let limit = self.inner.config.max_message_bytes;
-        if size > limit {
-            return Err(Error::TooLarge { size, limit });
-        }
-        Ok(())
+        self.inner
+            .limit
+            .check(topic, message, message.encoded_len())
     }
 
     /// Takes a slot in `queue`, waiting for room up to the publish timeout.
@@ -114,18 +147,30 @@ impl MemoryBroker {
         }
     }
 
-    async fn deliver(&self, topic: &str, message: Message) -> Result<()> {
+    /// Reserves room in every group of `topic`, so a full group delays the publish rather than
+    /// delivering to some groups only; `None` when no group has joined.
+    async fn reserve_all(
+        &self,
+        topic: &str,
+    ) -> Result<Option<Vec<(Arc<GroupQueue>, tokio::sync::OwnedSemaphorePermit)>>> {
         let groups: Vec<Arc<GroupQueue>> = {
             let mut topics = self.topics();
             let t = topics.entry(topic.to_owned()).or_default();
             t.groups.values().cloned().collect()
         };
-        // Reserve room in every group first, so a full group delays the publish rather than
-        // delivering to some groups only.
-        let mut slots = Vec::with_capacity(groups.len());
-        for queue in &groups {
-            slots.push(self.reserve(queue).await?);
+        if groups.is_empty() {
+            return Ok(None);
         }
+        let mut reserved = Vec::with_capacity(groups.len());
+        for queue in groups {
+            let slot = self.reserve(&queue).await?;
+            reserved.push((queue, slot));
+        }
+        Ok(Some(reserved))
+    }
+
+    async fn deliver(&self, topic: &str, message: Message) -> Result<()> {
+        let reserved = self.reserve_all(topic).await?.unwrap_or_default();
         let retention = self.inner.config.retention;
         if retention > 0 {
             let mut topics = self.topics();
@@ -135,13 +180,8 @@ impl MemoryBroker {
             }
             retained.push_back(message.clone());
         }
-        for (queue, slot) in groups.iter().zip(slots) {
-            queue.push(Entry {
-                message: message.clone(),
-                deliveries: 0,
-                first_failure: None,
-                _slot: slot,
-            });
+        for (queue, slot) in reserved {
+            queue.push(Entry::new(message.clone(), slot));
         }
         Ok(())
     }
@@ -164,6 +204,7 @@ impl MemoryBroker {
             options.ordering == busway_core::Ordering::PerKey,
             config.group_capacity,
             config.dead_letter_capacity,
+            self.inner.faults.clone(),
         );
         t.groups.insert(group.to_owned(), queue.clone());
         let backlog = match options.start {
@@ -192,6 +233,9 @@ impl Publisher for MemoryBroker {
         Ok(())
     }
 
+    /// Holds the message in every group's queue until it is due: it takes a slot of each group
+    /// now (a full group makes this wait, then fail, as a publish would), so it is never
+    /// dropped later. A topic no group has joined has nobody to deliver to: `Unroutable`.
     async fn schedule(
         &self,
         topic: &str,
@@ -199,15 +243,16 @@ impl Publisher for MemoryBroker {
         deliver_at: DateTime<Utc>,
     ) -> Result<()> {
         self.check(topic, &message)?;
+        let Some(reserved) = self.reserve_all(topic).await? else {
+            return Err(Error::Unroutable(format!(
+                "no group has joined topic {topic:?}: nothing would receive the scheduled message"
+            )));
+        };
         let wait = (deliver_at - Utc::now()).to_std().unwrap_or_default();
-        let broker = self.clone();
-        let topic = topic.to_owned();
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            if let Err(e) = broker.deliver(&topic, message).await {
-                tracing::error!(error = %e, topic, "scheduled message could not be delivered");
-            }
-        });
+        let due = tokio::time::Instant::now() + wait;
+        for (queue, slot) in reserved {
+            queue.delay(Entry::new(message.clone(), slot), due);
+        }
         Ok(())
     }
 }
@@ -220,21 +265,12 @@ impl Subscriber for MemoryBroker {
         group: &str,
         options: SubscribeOptions,
     ) -> Result<Box<dyn Subscription>> {
-        if topic.is_empty() {
-            return Err(Error::config("topic", "must not be empty"));
-        }
-        if group.is_empty() {
-            return Err(Error::config("group", "must not be empty"));
-        }
+        busway_core::preflight::check_name("topic", topic)?;
+        busway_core::preflight::check_name("group", group)?;
         let (queue, backlog) = self.join(topic, group, &options);
         for message in backlog {
             let slot = self.reserve(&queue).await?;
-            queue.push(Entry {
-                message,
-                deliveries: 0,
-                first_failure: None,
-                _slot: slot,
-            });
+            queue.push(Entry::new(message, slot));
         }
         Ok(Box::new(queue.subscribe()))
     }

@@ -2,13 +2,17 @@
 
 use std::time::Duration;
 
+use busway_core::preflight::SizeLimit;
+use busway_core::{Error, Result};
 use serde::Deserialize;
 
 /// Limits of a [`MemoryBroker`](crate::MemoryBroker). Every buffer is bounded.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryConfig {
-    /// Largest message accepted, in bytes (data plus attributes).
+    /// The broker's largest message, in bytes (data plus attributes). Publishing accepts
+    /// [`METADATA_HEADROOM`](busway_core::preflight::METADATA_HEADROOM) bytes less, the room
+    /// every adapter keeps for redelivery and dead-letter metadata.
     pub max_message_bytes: usize,
     /// Messages a group may hold (ready, delayed and in flight); a publish waits for room.
     pub group_capacity: usize,
@@ -30,5 +34,25 @@ impl Default for MemoryConfig {
             dead_letter_capacity: 100_000,
             publish_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+impl MemoryConfig {
+    /// Checks the limits, naming the offending setting.
+    pub fn validate(&self) -> Result<()> {
+        self.size_limit()?;
+        for (field, value) in [
+            ("memory.group_capacity", self.group_capacity),
+            ("memory.dead_letter_capacity", self.dead_letter_capacity),
+        ] {
+            if value == 0 {
+                return Err(Error::config(field, "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn size_limit(&self) -> Result<SizeLimit> {
+        SizeLimit::new("memory.max_message_bytes", self.max_message_bytes)
     }
 }

@@ -36,25 +36,16 @@ impl DeadLetters for MemoryBroker {
                 format!("no group {group:?} on topic {topic:?}"),
             ));
         };
-        let mut letters = queue.take_dead(limit.unwrap_or(usize::MAX)).into_iter();
+        // One at a time, room first: a dead letter leaves its queue only once its slot is
+        // held, so a redrive that fails (or is dropped) while waiting for room loses nothing.
         let mut moved = 0;
-        while let Some(letter) = letters.next() {
-            match self.reserve(&queue).await {
-                Ok(slot) => {
-                    queue.push(Entry {
-                        message: letter.message,
-                        deliveries: 0,
-                        first_failure: None,
-                        _slot: slot,
-                    });
-                    moved += 1;
-                }
-                Err(e) => {
-                    // Nothing is lost: what was not moved goes back to the dead-letter queue.
-                    queue.return_dead(std::iter::once(letter).chain(letters).collect());
-                    return Err(e);
-                }
-            }
+        while limit.is_none_or(|l| moved < l) && queue.dead_depth() > 0 {
+            let slot = self.reserve(&queue).await?;
+            let Some(letter) = queue.take_dead(1).pop() else {
+                break;
+            };
+            queue.push(Entry::new(letter.message, slot));
+            moved += 1;
         }
         Ok(moved)
     }

@@ -22,6 +22,18 @@ pub(crate) struct Entry {
     pub(crate) _slot: OwnedSemaphorePermit,
 }
 
+impl Entry {
+    /// A message not yet delivered, holding `slot`.
+    pub(crate) fn new(message: Message, slot: OwnedSemaphorePermit) -> Self {
+        Self {
+            message,
+            deliveries: 0,
+            first_failure: None,
+            _slot: slot,
+        }
+    }
+}
+
 struct Delayed {
     due: Instant,
     seq: u64,
@@ -65,12 +77,29 @@ impl State {
     }
 }
 
+/// Faults a test asked the broker to inject, shared by every group.
+#[derive(Default)]
+pub(crate) struct Faults {
+    /// Groups whose dead letters are refused, as (topic, group).
+    pub(crate) refused_dead_letters: Mutex<std::collections::HashSet<(String, String)>>,
+}
+
+impl Faults {
+    fn refuses_dead_letters(&self, topic: &str, group: &str) -> bool {
+        self.refused_dead_letters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(topic.to_owned(), group.to_owned()))
+    }
+}
+
 pub(crate) struct GroupQueue {
     pub(crate) topic: String,
     pub(crate) group: String,
     pub(crate) ordered: bool,
     pub(crate) slots: Arc<Semaphore>,
     dead_letter_capacity: usize,
+    faults: Arc<Faults>,
     state: Mutex<State>,
     changed: Notify,
     next_subscription: AtomicU64,
@@ -83,6 +112,7 @@ impl GroupQueue {
         ordered: bool,
         capacity: usize,
         dead_letter_capacity: usize,
+        faults: Arc<Faults>,
     ) -> Arc<Self> {
         Arc::new(Self {
             topic: topic.to_owned(),
@@ -90,6 +120,7 @@ impl GroupQueue {
             ordered,
             slots: Arc::new(Semaphore::new(capacity)),
             dead_letter_capacity,
+            faults,
             state: Mutex::new(State::default()),
             changed: Notify::new(),
             next_subscription: AtomicU64::new(1),
@@ -110,7 +141,7 @@ impl GroupQueue {
         self.changed.notify_waiters();
     }
 
-    fn delay(&self, entry: Entry, due: Instant) {
+    pub(crate) fn delay(&self, entry: Entry, due: Instant) {
         let mut state = self.lock();
         let seq = state.next_seq;
         state.next_seq += 1;
@@ -137,14 +168,6 @@ impl GroupQueue {
         let mut state = self.lock();
         let n = limit.min(state.dead.len());
         state.dead.drain(..n).collect()
-    }
-
-    /// Puts dead letters that could not be redriven back at the head, in their order.
-    pub(crate) fn return_dead(&self, letters: Vec<DeadLetter>) {
-        let mut state = self.lock();
-        for letter in letters.into_iter().rev() {
-            state.dead.push_front(letter);
-        }
     }
 
     pub(crate) fn purge_dead(&self) -> usize {
@@ -250,7 +273,8 @@ impl Subscription for MemorySubscription {
     }
 }
 
-/// Settles one delivery; dropping it unsettled puts the message back at the head of the queue.
+/// Settles one delivery; dropping it unsettled puts the message back at the head of the queue,
+/// its delivery already counted.
 struct MemorySettle {
     queue: Arc<GroupQueue>,
     entry: Option<Box<Entry>>,
@@ -258,7 +282,7 @@ struct MemorySettle {
 
 #[async_trait]
 impl Settle for MemorySettle {
-    async fn settle(mut self: Box<Self>, settlement: Settlement) -> Result<()> {
+    async fn settle(&mut self, settlement: &Settlement) -> Result<()> {
         let Some(mut entry) = self.entry.take() else {
             return Ok(());
         };
@@ -268,18 +292,30 @@ impl Settle for MemorySettle {
                 delay,
                 first_failure,
             } => {
-                entry.first_failure = Some(first_failure);
+                entry.first_failure = Some(*first_failure);
                 if delay.is_zero() {
                     self.queue.push_front(*entry);
                 } else {
-                    self.queue.delay(*entry, Instant::now() + delay);
+                    self.queue.delay(*entry, Instant::now() + *delay);
                 }
             }
             Settlement::DeadLetter(metadata) => {
+                if self
+                    .queue
+                    .faults
+                    .refuses_dead_letters(&self.queue.topic, &self.queue.group)
+                {
+                    self.entry = Some(entry);
+                    return Err(Error::Rejected(format!(
+                        "dead letters of {}/{} are refused (a fault injected by a test)",
+                        self.queue.topic, self.queue.group
+                    )));
+                }
                 let mut state = self.queue.lock();
                 if state.dead.len() >= self.queue.dead_letter_capacity {
                     drop(state);
-                    self.queue.push_front(*entry);
+                    // Still ours: the runtime decides what happens to it next.
+                    self.entry = Some(entry);
                     return Err(Error::Rejected(format!(
                         "dead-letter queue of {}/{} is full ({} messages)",
                         self.queue.topic, self.queue.group, self.queue.dead_letter_capacity
@@ -287,7 +323,7 @@ impl Settle for MemorySettle {
                 }
                 state.dead.push_back(DeadLetter {
                     message: entry.message.clone(),
-                    metadata: Some(*metadata),
+                    metadata: Some((**metadata).clone()),
                 });
             }
         }

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
+
 use busway_memory::{MemoryBroker, MemoryConfig};
 use busway_testkit::{Capabilities, Harness};
 
@@ -9,17 +11,25 @@ async fn harness() -> Harness {
     let broker = MemoryBroker::with_config(MemoryConfig {
         max_message_bytes: 1024 * 1024,
         ..MemoryConfig::default()
-    });
-    Harness::new(broker.clone(), broker.clone(), broker).capabilities(Capabilities {
-        max_message_bytes: 1024 * 1024,
-        large_message_bytes: 1000 * 1024,
-        ..Capabilities::default()
     })
+    .unwrap();
+    let faults = broker.clone();
+    Harness::new(broker.clone(), broker.clone(), broker)
+        .capabilities(Capabilities {
+            max_message_bytes: 1024 * 1024,
+            large_message_bytes: 1000 * 1024,
+            ..Capabilities::default()
+        })
+        .refuse_dead_letters(Arc::new(move |topic, group, refuse| {
+            faults.refuse_dead_letters(&topic, &group, refuse);
+            Box::pin(async {})
+        }))
 }
 
 busway_testkit::conformance_suite! {
     harness: harness,
     skip: [
         broker_restart_without_loss: "the in-process broker lives in the test process: there is nothing to restart",
+        connection_cut_redelivers_unsettled: "the in-process broker has no connection to cut",
     ],
 }

@@ -296,7 +296,8 @@ async fn slow_consumers_slow_publishers_down_instead_of_growing_memory() {
         group_capacity: 3,
         publish_timeout: Duration::from_secs(2),
         ..Default::default()
-    });
+    })
+    .unwrap();
     let _sub = busway_core::Subscriber::subscribe(&broker, "orders", "g", Default::default())
         .await
         .unwrap();

@@ -369,14 +369,14 @@ impl RabbitSettle {
 
 #[async_trait]
 impl Settle for RabbitSettle {
-    async fn settle(mut self: Box<Self>, settlement: Settlement) -> Result<()> {
+    async fn settle(&mut self, settlement: &Settlement) -> Result<()> {
         match settlement {
             Settlement::Ack => self.ack().await,
             Settlement::Redeliver {
                 delay,
                 first_failure,
-            } => self.redeliver(delay, first_failure).await,
-            Settlement::DeadLetter(metadata) => self.dead_letter(&metadata).await,
+            } => self.redeliver(*delay, *first_failure).await,
+            Settlement::DeadLetter(metadata) => self.dead_letter(metadata).await,
         }
         // On error the acker is still here: dropping `self` gives the message back.
     }

@@ -23,6 +23,7 @@
 mod lanes;
 mod runtime;
 mod settle;
+mod supervise;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -40,8 +41,8 @@ use crate::error::{Error, Result};
 use crate::handler::{HandlerError, Incoming};
 use crate::idempotency::IdempotencyStore;
 use crate::middleware::{
-    CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, DedupLayer, ObserveLayer,
-    RetryLayer, TimeoutLayer,
+    CatchPanicLayer, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, DedupLayer,
+    ObserveLayer, RetryLayer, TimeoutLayer,
 };
 use crate::policy::{RedeliveryPolicy, RetryPolicy};
 
@@ -166,7 +167,7 @@ impl ConsumerBuilder {
     }
 
     /// Wraps `handler` in the configured middleware: observe → circuit breaker → dedup → retry →
-    /// timeout → handler. Useful to test a stack without a broker.
+    /// timeout → catch panic → handler. Useful to test a stack without a broker.
     pub fn into_service<H>(&self, handler: H) -> BoxCloneService<Incoming, (), HandlerError>
     where
         H: Service<Incoming, Response = (), Error = HandlerError> + Clone + Send + 'static,
@@ -178,6 +179,7 @@ impl ConsumerBuilder {
             .option_layer(self.dedup.clone().map(DedupLayer::new))
             .layer(RetryLayer::new(self.retry.clone()))
             .option_layer(self.timeout.map(TimeoutLayer::new))
+            .layer(CatchPanicLayer)
             .service(handler);
         BoxCloneService::new(stack)
     }
@@ -188,39 +190,28 @@ impl ConsumerBuilder {
         H: Service<Incoming, Response = (), Error = HandlerError> + Clone + Send + 'static,
         H::Future: Send + 'static,
     {
-        if self.topic.is_empty() {
-            return Err(Error::config("consumer.topic", "must not be empty"));
-        }
-        if self.group.is_empty() {
-            return Err(Error::config("consumer.group", "must not be empty"));
-        }
+        crate::preflight::check_name("consumer.topic", &self.topic)?;
+        crate::preflight::check_name("consumer.group", &self.group)?;
         let service = self.into_service(handler);
         let options = self
             .options
             .clone()
             .prefetch(self.prefetch.unwrap_or(self.concurrency * 2));
-        let subscription = self
-            .subscriber
-            .subscribe(&self.topic, &self.group, options)
-            .await?;
-        let stats = Arc::new(Stats::default());
-        let (stop, stopped) = watch::channel(false);
-        let runtime = runtime::Runtime {
-            subscription,
-            service,
-            stats: stats.clone(),
-            settings: Arc::new(runtime::Settings {
-                redelivery: self.redelivery,
-                alert: self.alert,
-                auto_ack: self.auto_ack,
-                ordering: self.options.ordering,
-                concurrency: self.concurrency,
-                drain_timeout: self.drain_timeout,
-            }),
-        };
-        tracing::info!(topic = %self.topic, group = %self.group, "consumer started");
-        let task = tokio::spawn(runtime.run(stopped));
-        Ok(ConsumerHandle { stop, task, stats })
+        let spec = Arc::new(supervise::Spec {
+            subscriber: self.subscriber,
+            topic: self.topic,
+            group: self.group,
+            options,
+        });
+        let settings = Arc::new(runtime::Settings {
+            redelivery: self.redelivery,
+            alert: self.alert,
+            auto_ack: self.auto_ack,
+            ordering: self.options.ordering,
+            concurrency: self.concurrency,
+            drain_timeout: self.drain_timeout,
+        });
+        ConsumerHandle::launch(spec, service, settings, Arc::new(Stats::default())).await
     }
 }
 
@@ -231,6 +222,7 @@ pub(crate) struct Stats {
     pub(crate) redelivered: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) settle_failures: AtomicU64,
+    pub(crate) interruptions: AtomicU64,
 }
 
 impl Stats {
@@ -245,6 +237,7 @@ impl Stats {
             redelivered: get(&self.redelivered),
             dead_lettered: get(&self.dead_lettered),
             settle_failures: get(&self.settle_failures),
+            interruptions: get(&self.interruptions),
         }
     }
 }
@@ -260,8 +253,12 @@ pub struct ConsumerStats {
     pub redelivered: u64,
     /// Deliveries dead-lettered.
     pub dead_lettered: u64,
-    /// Settlements the broker refused or could not take (the broker will redeliver).
+    /// Settlements the broker refused or could not take, after retries (the message was given
+    /// back to the broker, or redelivered later in place of a dead letter that could not be
+    /// written).
     pub settle_failures: u64,
+    /// Times the subscription ended or failed by itself and was restored.
+    pub interruptions: u64,
 }
 
 /// What a consumer did, returned by [`ConsumerHandle::shutdown`].
@@ -273,33 +270,125 @@ pub struct ConsumerReport {
     pub abandoned: u64,
 }
 
+/// How a consumer is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConsumerHealth {
+    /// Pulling and handling deliveries.
+    Running,
+    /// The subscription ended or failed by itself; subscribing again, with backoff.
+    Recovering {
+        /// Why the last try failed.
+        error: String,
+        /// Tries so far.
+        attempts: u32,
+    },
+    /// Stopped: by [`ConsumerHandle::shutdown`] (`error` is `None`), or because the broker
+    /// refused a new subscription in a way waiting cannot fix (bad credentials, configuration).
+    Stopped {
+        /// Why it stopped by itself.
+        error: Option<String>,
+    },
+}
+
 /// A running consumer.
+///
+/// A subscription that ends or fails by itself is restored with backoff (an ERROR event and
+/// `busway_consumer_interruptions_total` each time); [`health`](Self::health) says how it is
+/// doing. When the broker refuses for good, the consumer stops, [`shutdown`](Self::shutdown)
+/// returns the error, and [`restart`](Self::restart) starts it again once the cause is fixed.
 ///
 /// Dropping the handle stops the consumer as [`shutdown`](Self::shutdown) would, without waiting.
 pub struct ConsumerHandle {
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<ConsumerReport>>,
     stats: Arc<Stats>,
+    health: watch::Receiver<ConsumerHealth>,
+    spec: Arc<supervise::Spec>,
+    service: BoxCloneService<Incoming, (), HandlerError>,
+    settings: Arc<runtime::Settings>,
 }
 
 impl ConsumerHandle {
+    /// Subscribes and spawns the runtime.
+    async fn launch(
+        spec: Arc<supervise::Spec>,
+        service: BoxCloneService<Incoming, (), HandlerError>,
+        settings: Arc<runtime::Settings>,
+        stats: Arc<Stats>,
+    ) -> Result<Self> {
+        let subscription = spec.subscribe().await?;
+        let (stop, stopped) = watch::channel(false);
+        let (health_tx, health) = watch::channel(ConsumerHealth::Running);
+        let runtime = runtime::Runtime {
+            spec: spec.clone(),
+            subscription,
+            service: service.clone(),
+            stats: stats.clone(),
+            settings: settings.clone(),
+            health: health_tx,
+        };
+        tracing::info!(topic = %spec.topic, group = %spec.group, "consumer started");
+        let task = tokio::spawn(runtime.run(stopped));
+        Ok(Self {
+            stop,
+            task,
+            stats,
+            health,
+            spec,
+            service,
+            settings,
+        })
+    }
+
     /// Live counters.
     pub fn stats(&self) -> ConsumerStats {
         self.stats.snapshot()
     }
 
-    /// Whether the consumer has stopped by itself (subscription ended or failed).
+    /// Whether the consumer is running, recovering its subscription, or stopped (and why).
+    pub fn health(&self) -> ConsumerHealth {
+        self.health.borrow().clone()
+    }
+
+    /// Whether the consumer has stopped by itself (its broker refused a new subscription).
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
     }
 
+    /// Waits until the consumer stops by itself; returns at once if it already has.
+    pub async fn stopped(&mut self) {
+        let _ = self
+            .health
+            .wait_for(|h| matches!(h, ConsumerHealth::Stopped { .. }))
+            .await;
+    }
+
     /// Graceful shutdown: stop fetching, give back prefetched deliveries, let in-flight handlers
     /// finish (up to the drain timeout) and settle them, then return what happened.
+    ///
+    /// Returns the error that stopped the consumer, if it stopped by itself.
     pub async fn shutdown(self) -> Result<ConsumerReport> {
         // Err only if the runtime is already gone, which is fine.
         let _ = self.stop.send(true);
         self.task
             .await
             .map_err(|e| Error::Closed(format!("consumer task failed: {e}")))?
+    }
+
+    /// Stops the consumer (gracefully, as [`shutdown`](Self::shutdown)) and starts it again with
+    /// the same handler and settings, keeping its counters. Fails when the broker still refuses
+    /// the subscription.
+    pub async fn restart(self) -> Result<ConsumerHandle> {
+        let (spec, service, settings, stats) = (
+            self.spec.clone(),
+            self.service.clone(),
+            self.settings.clone(),
+            self.stats.clone(),
+        );
+        if let Err(e) = self.shutdown().await {
+            tracing::info!(error = %e, "restarting a consumer that had stopped by itself");
+        }
+        Self::launch(spec, service, settings, stats).await
     }
 }

@@ -1,8 +1,10 @@
 //! The dispatch loop behind [`ConsumerHandle`](super::ConsumerHandle).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -10,14 +12,16 @@ use tower::util::BoxCloneService;
 use tower::{Service, ServiceExt};
 
 use super::lanes::{LaneTicket, Lanes};
-use super::settle::{AlertHook, announce_dead_letter, dead_letter, decide};
-use super::{ConsumerReport, Stats};
+use super::settle::{AlertHook, dead_letter, decide, settle};
+use super::supervise::{Pause, Spec, interrupted};
+use super::{ConsumerHealth, ConsumerReport, Stats};
 use crate::broker::{Ordering, Subscription};
 use crate::dead_letter::DeadLetterReason;
 use crate::delivery::{Delivery, DeliveryInfo, Settle, Settlement};
-use crate::error::{ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::handler::{HandlerError, Incoming};
 use crate::message::Message;
+use crate::middleware::{PanicSite, caught};
 use crate::policy::RedeliveryPolicy;
 
 pub(crate) struct Settings {
@@ -30,10 +34,12 @@ pub(crate) struct Settings {
 }
 
 pub(crate) struct Runtime {
+    pub(crate) spec: Arc<Spec>,
     pub(crate) subscription: Box<dyn Subscription>,
     pub(crate) service: BoxCloneService<Incoming, (), HandlerError>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) settings: Arc<Settings>,
+    pub(crate) health: watch::Sender<ConsumerHealth>,
 }
 
 /// Everything one spawned task needs to see a delivery through.
@@ -47,6 +53,14 @@ struct Job {
     _permit: OwnedSemaphorePermit,
 }
 
+/// Why the pull loop ended.
+enum Exit {
+    /// Shutdown was asked for (or the handle dropped).
+    Stopped,
+    /// The subscription could not be restored.
+    Failed(Error),
+}
+
 impl Runtime {
     pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<ConsumerReport> {
         let permits = Arc::new(Semaphore::new(self.settings.concurrency));
@@ -57,51 +71,78 @@ impl Runtime {
             let _ = stop.wait_for(|s| *s).await;
         };
         tokio::pin!(stopped);
+        let mut not_ready = Pause::new();
+        let mut pull_errors = Pause::new();
 
-        loop {
+        let exit = loop {
             let permit = tokio::select! {
                 biased;
-                () = &mut stopped => break,
+                () = &mut stopped => break Exit::Stopped,
                 p = permits.clone().acquire_owned() => match p {
                     Ok(p) => p,
-                    Err(_) => break,
+                    Err(_) => break Exit::Stopped,
                 },
             };
             // Waits here while the circuit breaker is open: nothing more is pulled.
             let ready = tokio::select! {
                 biased;
-                () = &mut stopped => break,
-                r = self.service.ready() => r.map(|_| ()),
+                () = &mut stopped => break Exit::Stopped,
+                r = AssertUnwindSafe(self.service.ready()).catch_unwind() => match r {
+                    Ok(r) => r.map(|_| ()),
+                    Err(payload) => Err(caught(payload.as_ref(), None)),
+                },
             };
             if let Err(e) = ready {
-                tracing::error!(error = %e, "handler stack is not ready");
-                continue;
+                let wait = not_ready.next();
+                tracing::error!(error = %e, retry_in = ?wait, "the handler stack is not ready");
+                tokio::select! {
+                    biased;
+                    () = &mut stopped => break Exit::Stopped,
+                    () = tokio::time::sleep(wait) => continue,
+                }
             }
+            not_ready.reset();
             let next = tokio::select! {
                 biased;
-                () = &mut stopped => break,
+                () = &mut stopped => break Exit::Stopped,
                 n = self.subscription.next() => n,
             };
             let delivery = match next {
-                None => {
-                    tracing::info!("subscription ended");
-                    break;
+                Some(Ok(d)) => d,
+                Some(Err(e)) if e.is_transient() && e.kind() != ErrorKind::Closed => {
+                    // The adapter is restoring its connection; it goes on by itself.
+                    let wait = pull_errors.next();
+                    tracing::warn!(error = %e, retry_in = ?wait, "subscription error; continuing");
+                    tokio::select! {
+                        biased;
+                        () = &mut stopped => break Exit::Stopped,
+                        () = tokio::time::sleep(wait) => continue,
+                    }
                 }
-                Some(Err(e)) if e.kind() == ErrorKind::Closed => {
-                    tracing::warn!(error = %e, "subscription closed");
-                    break;
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "subscription error; continuing");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                // The subscription ended without being asked to, or failed for good: say so
+                // and subscribe again.
+                other => {
+                    let cause = match other {
+                        Some(Err(e)) => e.to_string(),
+                        _ => "the subscription ended".to_owned(),
+                    };
+                    interrupted(&self.spec, &self.stats, &cause);
+                    if let Err(e) = self.subscription.close().await {
+                        tracing::debug!(error = %e, "closing the interrupted subscription failed");
+                    }
+                    match resubscribe(&self.spec, &self.health, cause, &mut stopped).await {
+                        Ok(Some(fresh)) => self.subscription = fresh,
+                        Ok(None) => break Exit::Stopped,
+                        Err(e) => break Exit::Failed(e),
+                    }
                     continue;
                 }
-                Some(Ok(d)) => d,
             };
+            pull_errors.reset();
             let job = self.prepare(delivery, permit, &mut lanes);
             tasks.spawn(process(job, self.settings.clone(), self.stats.clone()));
             while tasks.try_join_next().is_some() {}
-        }
+        };
 
         if let Err(e) = self.subscription.close().await {
             tracing::warn!(error = %e, "closing the subscription failed");
@@ -124,10 +165,22 @@ impl Runtime {
         } else {
             0
         };
-        Ok(ConsumerReport {
-            stats: self.stats.snapshot(),
-            abandoned,
-        })
+        match exit {
+            Exit::Stopped => {
+                self.health
+                    .send_replace(ConsumerHealth::Stopped { error: None });
+                Ok(ConsumerReport {
+                    stats: self.stats.snapshot(),
+                    abandoned,
+                })
+            }
+            Exit::Failed(e) => {
+                self.health.send_replace(ConsumerHealth::Stopped {
+                    error: Some(e.to_string()),
+                });
+                Err(e)
+            }
+        }
     }
 
     fn prepare(
@@ -140,10 +193,25 @@ impl Runtime {
         let (message, info, settle) = delivery.into_parts();
         let info = Arc::new(info);
         let work = info.decode_error.is_none().then(|| {
-            self.service.call(Incoming {
+            let incoming = Incoming {
                 message: message.clone(),
                 info: info.clone(),
-            })
+            };
+            // The stack's `call` runs on this loop's task: a panic in a layer must not end it.
+            let site = PanicSite::of(&incoming);
+            match std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(incoming))) {
+                Ok(fut) => async move {
+                    // A panic in a layer's future (the handler's own is caught closer to it).
+                    match AssertUnwindSafe(fut).catch_unwind().await {
+                        Ok(result) => result,
+                        Err(payload) => Err(caught(payload.as_ref(), Some(&site))),
+                    }
+                }
+                .boxed(),
+                Err(payload) => {
+                    std::future::ready(Err(caught(payload.as_ref(), Some(&site)))).boxed()
+                }
+            }
         });
         let key = match (&info.ordering_key, self.settings.ordering) {
             (Some(key), _) => Some(key.as_str()),
@@ -169,8 +237,18 @@ async fn process(mut job: Job, settings: Arc<Settings>, stats: Arc<Stats>) {
     }
     let settlement = match (job.work, &job.info.decode_error) {
         (Some(work), _) if settings.auto_ack => {
-            settle(job.settle, Settlement::Ack, &job.message, &settings, &stats).await;
-            if let Err(e) = work.await {
+            // At-most-once: the handler runs only once the broker has forgotten the message.
+            if settle(
+                job.settle,
+                Settlement::Ack,
+                &job.message,
+                &job.info,
+                &settings,
+                &stats,
+            )
+            .await
+                && let Err(e) = work.await
+            {
                 tracing::warn!(error = %e, message.id = job.message.id(), "auto-acked message failed");
             }
             return;
@@ -179,30 +257,60 @@ async fn process(mut job: Job, settings: Arc<Settings>, stats: Arc<Stats>) {
         (None, Some(reason)) => dead_letter(&job.info, DeadLetterReason::Undecodable, reason),
         (None, None) => dead_letter(&job.info, DeadLetterReason::Undecodable, "no handler ran"),
     };
-    settle(job.settle, settlement, &job.message, &settings, &stats).await;
+    settle(
+        job.settle,
+        settlement,
+        &job.message,
+        &job.info,
+        &settings,
+        &stats,
+    )
+    .await;
     // `job.lane` drops here, releasing the next delivery with the same key.
 }
 
-async fn settle(
-    handle: Box<dyn Settle>,
-    settlement: Settlement,
-    message: &Message,
-    settings: &Settings,
-    stats: &Stats,
-) {
-    let counter = match &settlement {
-        Settlement::Ack => &stats.acked,
-        Settlement::Redeliver { .. } => &stats.redelivered,
-        Settlement::DeadLetter(meta) => {
-            announce_dead_letter(message, meta, settings.alert.as_ref());
-            &stats.dead_lettered
+/// Subscribes again with backoff until it works (`Some`), shutdown is asked for (`None`), or
+/// the broker refuses in a way waiting cannot fix (`Err`: bad credentials, configuration).
+async fn resubscribe(
+    spec: &Spec,
+    health: &watch::Sender<ConsumerHealth>,
+    cause: String,
+    stopped: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<Option<Box<dyn Subscription>>> {
+    let mut pause = Pause::new();
+    let mut attempts = 0u32;
+    let mut last = cause;
+    loop {
+        attempts += 1;
+        health.send_replace(ConsumerHealth::Recovering {
+            error: last.clone(),
+            attempts,
+        });
+        let wait = pause.next();
+        tokio::select! {
+            biased;
+            () = stopped.as_mut() => return Ok(None),
+            () = tokio::time::sleep(wait) => {}
         }
-    };
-    match handle.settle(settlement).await {
-        Ok(()) => Stats::bump(counter),
-        Err(e) => {
-            Stats::bump(&stats.settle_failures);
-            tracing::error!(error = %e, message.id = message.id(), "settlement failed; the broker will redeliver");
+        let subscribed = tokio::select! {
+            biased;
+            () = stopped.as_mut() => return Ok(None),
+            s = spec.subscribe() => s,
+        };
+        match subscribed {
+            Ok(subscription) => {
+                tracing::info!(topic = %spec.topic, group = %spec.group, attempts, "subscribed again");
+                health.send_replace(ConsumerHealth::Running);
+                return Ok(Some(subscription));
+            }
+            Err(e) if e.is_transient() || e.kind() == ErrorKind::Closed => {
+                tracing::error!(error = %e, topic = %spec.topic, group = %spec.group, attempts, "subscribing again failed; retrying");
+                last = e.to_string();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, topic = %spec.topic, group = %spec.group, "subscribing again failed for good; the consumer stops");
+                return Err(e);
+            }
         }
     }
 }

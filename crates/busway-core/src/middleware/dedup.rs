@@ -82,9 +82,23 @@ where
                 Claim::Acquired => {}
             }
             let result = inner.call(req).await;
-            match &result {
-                Ok(()) => store.complete(&group, &key).await?,
-                Err(_) => store.abandon(&group, &key).await?,
+            // The handler's outcome stands whatever the store says afterwards: turning a done
+            // side effect into a failure would only make it run again. A claim the store could
+            // not update expires with its lease.
+            let (update, outcome) = match &result {
+                Ok(()) => (store.complete(&group, &key).await, "complete"),
+                Err(_) => (store.abandon(&group, &key).await, "abandon"),
+            };
+            if let Err(e) = update {
+                metrics::counter!("busway_idempotency_store_failures_total", "group" => group.clone(), "operation" => outcome)
+                    .increment(1);
+                tracing::error!(
+                    error = %e,
+                    %group,
+                    key,
+                    operation = outcome,
+                    "the idempotency store failed after the handler ran; its claim stays until the lease expires"
+                );
             }
             result
         })

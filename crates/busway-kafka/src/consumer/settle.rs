@@ -30,7 +30,7 @@ pub(crate) struct KafkaSettle {
 
 #[async_trait]
 impl Settle for KafkaSettle {
-    async fn settle(self: Box<Self>, settlement: Settlement) -> Result<()> {
+    async fn settle(&mut self, settlement: &Settlement) -> Result<()> {
         let plan = &self.ctx.plan;
         match settlement {
             Settlement::Ack => {}
@@ -43,7 +43,7 @@ impl Settle for KafkaSettle {
                 // it that is due sooner.
                 let tier = self.attempt.clamp(1, plan.tiers);
                 let topic = names::retry(&plan.topic, &plan.group, tier);
-                let due = chrono::Duration::from_std(delay)
+                let due = chrono::Duration::from_std(*delay)
                     .ok()
                     .and_then(|d| Utc::now().checked_add_signed(d))
                     .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
@@ -51,7 +51,7 @@ impl Settle for KafkaSettle {
                 redelivery_headers(
                     &mut record,
                     self.attempt.saturating_add(1),
-                    first_failure,
+                    *first_failure,
                     due,
                 );
                 self.ctx.producer.send(&topic, record).await?;

@@ -3,7 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-pub mod proxy;
+#[allow(unused_imports)]
+pub use busway_testkit::proxy;
 
 use busway_rabbitmq::{RabbitMqBroker, RabbitMqConfig};
 

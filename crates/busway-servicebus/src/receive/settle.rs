@@ -24,18 +24,17 @@ impl SbSettle {
 
 #[async_trait]
 impl Settle for SbSettle {
-    async fn settle(mut self: Box<Self>, settlement: Settlement) -> Result<()> {
-        self.settled = true;
+    async fn settle(&mut self, settlement: &Settlement) -> Result<()> {
         let action = match settlement {
             Settlement::Ack => Action::Ack,
             Settlement::Redeliver {
                 delay,
                 first_failure,
             } => Action::Redeliver {
-                delay,
-                first_failure,
+                delay: *delay,
+                first_failure: *first_failure,
             },
-            Settlement::DeadLetter(meta) => Action::DeadLetter(meta),
+            Settlement::DeadLetter(meta) => Action::DeadLetter(meta.clone()),
         };
         let (reply, answer) = oneshot::channel();
         let command = Command {
@@ -48,11 +47,13 @@ impl Settle for SbSettle {
                 "the receiver of this delivery is gone; the broker will redeliver it".into(),
             ));
         }
-        answer.await.unwrap_or_else(|_| {
+        let outcome = answer.await.unwrap_or_else(|_| {
             Err(Error::Closed(
                 "the receiver of this delivery stopped before settling it".into(),
             ))
-        })
+        });
+        self.settled = outcome.is_ok();
+        outcome
     }
 }
 

@@ -32,8 +32,17 @@ use futures::future::BoxFuture;
 
 pub use scenarios::*;
 
+/// Something a harness does to its broker or connections (restart the broker, cut connections);
+/// returns once it is done.
+pub type BrokerAction = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
 /// Restarts the broker (or cuts every connection to it) and returns once it is back.
-pub type Restart = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+pub type Restart = BrokerAction;
+
+/// Makes the broker refuse (`true`) or accept again (`false`) dead letters of a group:
+/// `(topic, group, refuse)`.
+pub type DeadLetterFault =
+    Arc<dyn Fn(String, String, bool) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// What the broker behind a harness can do, and how patient the scenarios should be.
 #[derive(Clone, Debug)]
@@ -78,6 +87,11 @@ pub struct Harness {
     pub capabilities: Capabilities,
     /// Restarts the broker, for the restart scenario.
     pub restart: Option<Restart>,
+    /// Cuts the connections of this harness's publisher and subscriber (not other clients'),
+    /// as a network failure would; the adapter must reconnect by itself.
+    pub cut_connections: Option<BrokerAction>,
+    /// Makes the broker refuse a group's dead letters, for the failed-settlement scenario.
+    pub refuse_dead_letters: Option<DeadLetterFault>,
 }
 
 impl Harness {
@@ -93,6 +107,8 @@ impl Harness {
             dead_letters: Arc::new(dead_letters),
             capabilities: Capabilities::default(),
             restart: None,
+            cut_connections: None,
+            refuse_dead_letters: None,
         }
     }
 
@@ -105,6 +121,18 @@ impl Harness {
     /// Sets how to restart the broker.
     pub fn restart(mut self, restart: Restart) -> Self {
         self.restart = Some(restart);
+        self
+    }
+
+    /// Sets how to cut this harness's connections.
+    pub fn cut_connections(mut self, cut: BrokerAction) -> Self {
+        self.cut_connections = Some(cut);
+        self
+    }
+
+    /// Sets how to make the broker refuse dead letters.
+    pub fn refuse_dead_letters(mut self, fault: DeadLetterFault) -> Self {
+        self.refuse_dead_letters = Some(fault);
         self
     }
 }
@@ -136,7 +164,12 @@ macro_rules! __conformance_scenarios {
             graceful_shutdown_drains_in_flight,
             batch_publish,
             dead_letters_redrive_and_purge,
-            broker_restart_without_loss
+            broker_restart_without_loss,
+            handler_panic_dead_lettered_after_n_attempts,
+            failed_settlement_neither_loses_nor_freezes,
+            redrive_reaches_only_the_group_that_failed,
+            connection_cut_redelivers_unsettled,
+            scheduled_to_topic_without_group_not_dropped
         }
     };
 }

@@ -9,6 +9,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// The proxy; down while dropped.
+///
+/// ```no_run
+/// # async fn demo() {
+/// let proxy = busway_testkit::proxy::Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
+/// // connect the client under test to `proxy.addr`, then:
+/// proxy.down();      // every connection through it is cut, new ones refused
+/// proxy.up().await;  // accepted again on the same port
+/// # }
+/// ```
 pub struct Proxy {
     /// Where clients connect.
     pub addr: SocketAddr,
@@ -40,6 +49,8 @@ impl Proxy {
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let mut cut = cut.clone();
+                // Only cuts after this connection was accepted count for it.
+                cut.borrow_and_update();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(upstream).await else {
                         return;
@@ -52,12 +63,22 @@ impl Proxy {
                 });
             }
         });
-        *self.acceptor.lock().unwrap() = Some(task);
+        *self.acceptor.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+    }
+
+    /// Cuts every open connection, as a network failure would, and keeps accepting new ones.
+    pub fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
     }
 
     /// The outage begins: open connections are cut and new ones refused.
     pub fn down(&self) {
-        if let Some(task) = self.acceptor.lock().unwrap().take() {
+        if let Some(task) = self
+            .acceptor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             task.abort();
         }
         self.cut.send_modify(|n| *n += 1);
