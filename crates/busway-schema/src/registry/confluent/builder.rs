@@ -10,13 +10,25 @@ use super::ConfluentRegistry;
 use crate::error::SchemaError;
 
 /// Settings of a [`ConfluentRegistry`]; see [`ConfluentRegistry::builder`].
-#[derive(Debug)]
 pub struct ConfluentRegistryBuilder {
     pub(super) url: String,
     pub(super) username: Option<String>,
     pub(super) password: Option<SecretString>,
     pub(super) timeout: Duration,
     pub(super) connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for ConfluentRegistryBuilder {
+    /// The URL may carry `user:password@`: its password is replaced, like the basic-auth one.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfluentRegistryBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
 }
 
 impl ConfluentRegistryBuilder {

@@ -85,7 +85,7 @@ impl ConfluentRegistry {
         let what = format!("{method} {}", url.path());
         let response = request.send().await.map_err(|e| transport(&what, &e))?;
         let status = response.status();
-        let text = response.text().await.map_err(|e| transport(&what, &e))?;
+        let text = read_bounded(response, &what).await?;
         if status.is_success() {
             return serde_json::from_str(&text).map(Outcome::Ok).map_err(|e| {
                 SchemaError::Registry {
@@ -131,6 +131,34 @@ impl ConfluentRegistry {
     ) -> Result<T, SchemaError> {
         self.call(Method::GET, segments, &[], None, target).await
     }
+}
+
+/// The largest answer read from a registry: far above any real schema or listing, low enough
+/// that a misbehaving server cannot make the client buffer without bound.
+pub(super) const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// Reads an answer's body as text, refusing one over [`MAX_ANSWER_BYTES`] as soon as it shows
+/// (by its announced length, or while streaming).
+async fn read_bounded(mut response: reqwest::Response, what: &str) -> Result<String, SchemaError> {
+    let status = u32::from(response.status().as_u16());
+    let too_large = || SchemaError::Registry {
+        status,
+        message: format!("the answer to {what} is larger than {MAX_ANSWER_BYTES} bytes"),
+    };
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| transport(what, &e))? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 fn truncate(text: &str) -> String {

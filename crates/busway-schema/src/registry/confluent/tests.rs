@@ -58,6 +58,10 @@ fn credentials_in_the_url_move_to_basic_auth_and_never_print() {
 
     let builder = ConfluentRegistry::builder("http://h").basic_auth("u", "hunter2");
     assert!(!format!("{builder:?}").contains("hunter2"));
+    let builder = ConfluentRegistry::builder("https://key:hunter2@registry.example.com");
+    let debug = format!("{builder:?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+    assert!(debug.contains("registry.example.com"), "{debug}");
     assert!(!format!("{:?}", builder.build().unwrap()).contains("hunter2"));
 }
 
@@ -158,4 +162,53 @@ fn absent_schema_type_means_avro() {
         format_of(Some("XML")),
         Err(SchemaError::Registry { .. })
     ));
+}
+
+/// Serves one HTTP answer of `body_len` bytes to whoever connects, announcing its length or not.
+async fn huge_answer(body_len: usize, announce: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            return;
+        };
+        let mut request = [0u8; 4096];
+        let _ = socket.read(&mut request).await;
+        let head = if announce {
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {body_len}\r\n\r\n"
+            )
+        } else {
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n"
+                .to_owned()
+        };
+        if socket.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let chunk = vec![b' '; 64 * 1024];
+        let mut sent = 0;
+        while sent < body_len {
+            let n = chunk.len().min(body_len - sent);
+            if socket.write_all(&chunk[..n]).await.is_err() {
+                return;
+            }
+            sent += n;
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn an_answer_larger_than_the_bound_is_refused_not_buffered() {
+    use crate::registry::SchemaRegistry;
+    for announce in [true, false] {
+        let url = huge_answer(super::http::MAX_ANSWER_BYTES + 1, announce).await;
+        let registry = ConfluentRegistry::new(url).unwrap();
+        let err = registry.subjects().await.unwrap_err();
+        assert!(
+            err.to_string().contains("larger than"),
+            "announce={announce}: {err}"
+        );
+    }
 }
