@@ -30,7 +30,13 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy to `upstream` on a free local port.
     pub async fn start(upstream: SocketAddr) -> Arc<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0)), upstream).await
+    }
+
+    /// Starts a proxy to `upstream` listening on `listen` (port 0: a free one), for clients whose
+    /// address must be known in advance (e.g. a broker that advertises the proxy's address).
+    pub async fn start_at(listen: SocketAddr, upstream: SocketAddr) -> Arc<Self> {
+        let listener = TcpListener::bind(listen).await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         let (cut, _) = watch::channel(0);
         let proxy = Arc::new(Self {
