@@ -32,7 +32,11 @@ pub use dead_letter::{
 };
 pub use delivery::{Delivery, DeliveryInfo, Settle, Settlement};
 pub use error::{BoxError, Error, ErrorKind, Result};
-pub use handler::{FailureKind, FromIncoming, HandlerError, Incoming, Json, ResultExt, handler_fn};
+pub use handler::{
+    Attributes, Data, Extension, Extensions, FailureKind, FromIncoming, FromRef, Handler,
+    HandlerError, HandlerFn, HandlerService, Incoming, IntoConsumerService, IntoOutcome, Json,
+    JsonRejection, Outcome, ResultExt, Router, RouterService, State, handler_fn,
+};
 pub use idempotency::{Claim, IdempotencyStore, MemoryIdempotencyStore};
 pub use message::{Message, MessageBuilder};
 pub use middleware::{CircuitBreaker, CircuitBreakerConfig, CircuitState};

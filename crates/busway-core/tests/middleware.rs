@@ -17,10 +17,10 @@ use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 fn incoming(id: &str) -> Incoming {
-    Incoming {
-        message: Message::builder("/test", "t").id(id).build().unwrap(),
-        info: Arc::new(DeliveryInfo::new("topic", "group", 1)),
-    }
+    Incoming::new(
+        Message::builder("/test", "t").id(id).build().unwrap(),
+        Arc::new(DeliveryInfo::new("topic", "group", 1)),
+    )
 }
 
 /// A handler failing with `fail` for the first `failures` calls, recording when it was called.

@@ -32,13 +32,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::util::BoxCloneService;
-use tower::{Service, ServiceBuilder};
+use tower::{Layer, Service, ServiceBuilder};
 
 pub use settle::{AlertHook, DeadLetterAlert};
 
 use crate::broker::{Ordering, StartPosition, SubscribeOptions, Subscriber};
 use crate::error::{Error, Result};
-use crate::handler::{HandlerError, Incoming};
+use crate::handler::{HandlerError, Incoming, IntoConsumerService};
 use crate::idempotency::IdempotencyStore;
 use crate::middleware::{
     CatchPanicLayer, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, DedupLayer,
@@ -57,6 +57,8 @@ impl Consumer {
         group: impl Into<String>,
     ) -> ConsumerBuilder {
         ConsumerBuilder {
+            state: (),
+            layers: Vec::new(),
             subscriber,
             topic: topic.into(),
             group: group.into(),
@@ -75,9 +77,21 @@ impl Consumer {
     }
 }
 
-/// Configures and starts a consumer.
+/// A user layer, applied to the boxed stack below it.
+type UserLayer = Arc<
+    dyn Fn(
+            BoxCloneService<Incoming, (), HandlerError>,
+        ) -> BoxCloneService<Incoming, (), HandlerError>
+        + Send
+        + Sync,
+>;
+
+/// Configures and starts a consumer; `S` is the state its handlers extract with
+/// [`State`](crate::State).
 #[must_use]
-pub struct ConsumerBuilder {
+pub struct ConsumerBuilder<S = ()> {
+    state: S,
+    layers: Vec<UserLayer>,
     subscriber: Arc<dyn Subscriber>,
     topic: String,
     group: String,
@@ -94,7 +108,84 @@ pub struct ConsumerBuilder {
     auto_ack: bool,
 }
 
-impl ConsumerBuilder {
+impl<S: Clone + Send + Sync + 'static> ConsumerBuilder<S> {
+    /// Sets the state handlers extract with [`State`](crate::State) (once for the consumer;
+    /// cloned per delivery, so share what is expensive behind an `Arc`).
+    ///
+    /// ```
+    /// use busway_core::{Consumer, HandlerError, Message, State};
+    /// # async fn run(subscriber: std::sync::Arc<dyn busway_core::Subscriber>) -> busway_core::Result<()> {
+    /// #[derive(Clone)]
+    /// struct App { greeting: &'static str }
+    ///
+    /// async fn greet(State(app): State<App>, msg: Message) -> Result<(), HandlerError> {
+    ///     println!("{} {}", app.greeting, msg.id());
+    ///     Ok(())
+    /// }
+    ///
+    /// let consumer = Consumer::builder(subscriber, "orders", "billing")
+    ///     .state(App { greeting: "hello" })
+    ///     .start(greet)
+    ///     .await?;
+    /// # consumer.shutdown().await?; Ok(()) }
+    /// ```
+    pub fn state<S2: Clone + Send + Sync + 'static>(self, state: S2) -> ConsumerBuilder<S2> {
+        ConsumerBuilder {
+            state,
+            layers: self.layers,
+            subscriber: self.subscriber,
+            topic: self.topic,
+            group: self.group,
+            options: self.options,
+            prefetch: self.prefetch,
+            concurrency: self.concurrency,
+            retry: self.retry,
+            redelivery: self.redelivery,
+            timeout: self.timeout,
+            breaker: self.breaker,
+            dedup: self.dedup,
+            alert: self.alert,
+            drain_timeout: self.drain_timeout,
+            auto_ack: self.auto_ack,
+        }
+    }
+
+    /// Adds a tower layer of your own around the handler. Layers run per attempt, inside the
+    /// runtime's own: observe → circuit breaker → dedup → retry → timeout → **your layers** (the
+    /// first added outermost) → catch panic → handler. So a retried attempt passes through them
+    /// again, the timeout covers them, and a panic in them is caught like the handler's.
+    ///
+    /// ```
+    /// use busway_core::{Consumer, Extension, Incoming, Message};
+    /// # async fn run(subscriber: std::sync::Arc<dyn busway_core::Subscriber>) -> busway_core::Result<()> {
+    /// #[derive(Clone)]
+    /// struct Tenant(String);
+    ///
+    /// let consumer = Consumer::builder(subscriber, "orders", "billing")
+    ///     // Any tower layer fits; this one attaches a value handlers extract.
+    ///     .layer(tower::util::MapRequestLayer::new(|mut incoming: Incoming| {
+    ///         let tenant = incoming.message.extension("tenant").unwrap_or("default").to_owned();
+    ///         incoming.extensions.insert(Tenant(tenant));
+    ///         incoming
+    ///     }))
+    ///     .start(|Extension(tenant): Extension<Tenant>, msg: Message| async move {
+    ///         println!("{} for {}", msg.id(), tenant.0)
+    ///     })
+    ///     .await?;
+    /// # consumer.shutdown().await?; Ok(()) }
+    /// ```
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxCloneService<Incoming, (), HandlerError>> + Send + Sync + 'static,
+        L::Service: Service<Incoming, Response = (), Error = HandlerError> + Clone + Send + 'static,
+        <L::Service as Service<Incoming>>::Future: Send + 'static,
+    {
+        self.layers.push(Arc::new(move |inner| {
+            BoxCloneService::new(layer.layer(inner))
+        }));
+        self
+    }
+
     /// Deliveries handled at once (default 8). Prefetch follows it unless set explicitly.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
@@ -167,32 +258,35 @@ impl ConsumerBuilder {
     }
 
     /// Wraps `handler` in the configured middleware: observe → circuit breaker → dedup → retry →
-    /// timeout → catch panic → handler. Useful to test a stack without a broker.
-    pub fn into_service<H>(&self, handler: H) -> BoxCloneService<Incoming, (), HandlerError>
-    where
-        H: Service<Incoming, Response = (), Error = HandlerError> + Clone + Send + 'static,
-        H::Future: Send + 'static,
-    {
+    /// timeout → your layers → catch panic → handler. Useful to test a stack without a broker.
+    pub fn into_service<M>(
+        &self,
+        handler: impl IntoConsumerService<M, S>,
+    ) -> Result<BoxCloneService<Incoming, (), HandlerError>> {
+        let mut inner = BoxCloneService::new(
+            CatchPanicLayer.layer(handler.into_consumer_service(self.state.clone())?),
+        );
+        for layer in self.layers.iter().rev() {
+            inner = layer(inner);
+        }
         let stack = ServiceBuilder::new()
             .layer(ObserveLayer)
             .option_layer(self.breaker.clone().map(CircuitBreakerLayer::new))
             .option_layer(self.dedup.clone().map(DedupLayer::new))
             .layer(RetryLayer::new(self.retry.clone()))
             .option_layer(self.timeout.map(TimeoutLayer::new))
-            .layer(CatchPanicLayer)
-            .service(handler);
-        BoxCloneService::new(stack)
+            .service(inner);
+        Ok(BoxCloneService::new(stack))
     }
 
     /// Subscribes and starts consuming in a background task; returns once subscribed.
-    pub async fn start<H>(self, handler: H) -> Result<ConsumerHandle>
-    where
-        H: Service<Incoming, Response = (), Error = HandlerError> + Clone + Send + 'static,
-        H::Future: Send + 'static,
-    {
+    ///
+    /// `handler` is an async function of extractors (see [`Handler`](crate::Handler)), a
+    /// [`Router`](crate::Router), or any `tower::Service<Incoming>`.
+    pub async fn start<M>(self, handler: impl IntoConsumerService<M, S>) -> Result<ConsumerHandle> {
         crate::preflight::check_name("consumer.topic", &self.topic)?;
         crate::preflight::check_name("consumer.group", &self.group)?;
-        let service = self.into_service(handler);
+        let service = self.into_service(handler)?;
         let options = self
             .options
             .clone()
@@ -307,6 +401,17 @@ pub struct ConsumerHandle {
     spec: Arc<supervise::Spec>,
     service: BoxCloneService<Incoming, (), HandlerError>,
     settings: Arc<runtime::Settings>,
+}
+
+impl std::fmt::Debug for ConsumerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerHandle")
+            .field("topic", &self.spec.topic)
+            .field("group", &self.spec.group)
+            .field("health", &self.health())
+            .field("stats", &self.stats())
+            .finish()
+    }
 }
 
 impl ConsumerHandle {

@@ -193,10 +193,7 @@ impl Runtime {
         let (message, info, settle) = delivery.into_parts();
         let info = Arc::new(info);
         let work = info.decode_error.is_none().then(|| {
-            let incoming = Incoming {
-                message: message.clone(),
-                info: info.clone(),
-            };
+            let incoming = Incoming::new(message.clone(), info.clone());
             // The stack's `call` runs on this loop's task: a panic in a layer must not end it.
             let site = PanicSite::of(&incoming);
             match std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(incoming))) {

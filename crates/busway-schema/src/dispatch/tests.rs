@@ -128,10 +128,7 @@ fn encoded<E: Event>(event: &E) -> Message {
 }
 
 fn incoming(message: Message) -> Incoming {
-    Incoming {
-        message,
-        info: Arc::new(DeliveryInfo::new("topic", "group", 1)),
-    }
+    Incoming::new(message, Arc::new(DeliveryInfo::new("topic", "group", 1)))
 }
 
 async fn run(router: &EventRouter, message: Message) -> Result<(), HandlerError> {

@@ -1,53 +1,65 @@
-//! What a handler receives and returns, and adapters from async functions to tower services.
+//! What a handler receives and returns.
 //!
-//! A handler is a `tower::Service<Incoming, Response = (), Error = HandlerError>`. Most are
-//! written as async functions and wrapped with [`handler_fn`], which extracts its argument from the
-//! delivery the way axum extracts request parts:
+//! A handler is an async function of extractors, the way axum handlers are: each argument is
+//! taken from the delivery ([`Message`](crate::Message), [`Json<T>`], [`State<S>`],
+//! [`DeliveryInfo`](crate::DeliveryInfo), [`Attributes`], [`Extensions`], ...), and whatever it
+//! returns becomes the outcome ([`IntoOutcome`]: `()`, `Result<(), E>` with `E: Into<HandlerError>`,
+//! or an explicit [`Outcome`]). A [`Router`] dispatches by CloudEvents `type`.
 //!
 //! ```
-//! use busway_core::{handler_fn, HandlerError, Json, Message};
+//! use busway_core::{DeliveryInfo, HandlerError, Json, Message, Router, State};
 //!
 //! #[derive(serde::Deserialize)]
 //! struct OrderPlaced { order: u64 }
 //!
-//! // Whole message:
-//! let raw = handler_fn(|msg: Message| async move {
-//!     println!("{}", msg.id());
-//!     Ok::<_, HandlerError>(())
-//! });
-//! // Decoded JSON data; undecodable data goes to the DLQ with reason `undecodable`:
-//! let typed = handler_fn(|Json(evt): Json<OrderPlaced>| async move {
+//! #[derive(Clone)]
+//! struct Billing { currency: &'static str }
+//!
+//! async fn bill(
+//!     State(billing): State<Billing>,
+//!     Json(evt): Json<OrderPlaced>,
+//!     info: DeliveryInfo,
+//! ) -> Result<(), HandlerError> {
 //!     if evt.order == 0 {
-//!         return Err(HandlerError::permanent("order 0 does not exist"));
+//!         return Err(HandlerError::permanent("order 0 does not exist")); // straight to the DLQ
 //!     }
+//!     println!("bill order {} in {} (attempt {})", evt.order, billing.currency, info.attempt);
 //!     Ok(())
-//! });
-//! # let _ = (raw, typed);
+//! }
+//!
+//! async fn audit(msg: Message) {
+//!     println!("{} {}", msg.ty(), msg.id());
+//! }
+//!
+//! let router = Router::new()
+//!     .route("shop.order.placed.v1", bill)
+//!     .fallback(audit)
+//!     .with_state(Billing { currency: "EUR" });
+//! // A single handler works too: `.start(bill)` on a consumer with `.state(..)`, or
+//! // `bill.with_state(..)` where a tower service is wanted.
+//! # let _ = router;
 //! ```
 
+mod extract;
+mod incoming;
+mod outcome;
+mod router;
+mod service;
+
+pub use extract::{Attributes, Data, Extension, FromIncoming, FromRef, Json, JsonRejection, State};
+pub use incoming::{Extensions, Incoming};
+pub use outcome::{IntoOutcome, Outcome};
+pub use router::{Router, RouterService};
+pub use service::{
+    Handler, HandlerFn, HandlerService, IntoConsumerService, ReturnsResult, handler_fn,
+};
+
+use std::convert::Infallible;
 use std::fmt;
-use std::future::Future;
-use std::marker::PhantomData;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use serde::de::DeserializeOwned;
-
 use crate::dead_letter::DeadLetterReason;
-use crate::delivery::DeliveryInfo;
 use crate::error::{BoxError, Error};
-use crate::message::Message;
-
-/// What the runtime hands to the handler stack for one attempt.
-#[derive(Clone, Debug)]
-pub struct Incoming {
-    /// The message.
-    pub message: Message,
-    /// Topic, group and attempt number.
-    pub info: Arc<DeliveryInfo>,
-}
 
 /// Whether a failure may go away by itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,6 +170,12 @@ impl From<Error> for HandlerError {
     }
 }
 
+impl From<Infallible> for HandlerError {
+    fn from(never: Infallible) -> Self {
+        match never {}
+    }
+}
+
 /// Classifies any error with `?`: `db.insert(..).await.transient()?`.
 pub trait ResultExt<T> {
     /// Maps the error to a transient [`HandlerError`].
@@ -172,87 +190,5 @@ impl<T, E: Into<BoxError>> ResultExt<T> for Result<T, E> {
     }
     fn permanent(self) -> Result<T, HandlerError> {
         self.map_err(HandlerError::permanent)
-    }
-}
-
-/// A handler argument extracted from an [`Incoming`].
-pub trait FromIncoming: Sized + Send + 'static {
-    /// Extracts the argument; an error fails the attempt with it.
-    fn from_incoming(incoming: &Incoming) -> Result<Self, HandlerError>;
-}
-
-impl FromIncoming for Incoming {
-    fn from_incoming(incoming: &Incoming) -> Result<Self, HandlerError> {
-        Ok(incoming.clone())
-    }
-}
-
-impl FromIncoming for Message {
-    fn from_incoming(incoming: &Incoming) -> Result<Self, HandlerError> {
-        Ok(incoming.message.clone())
-    }
-}
-
-/// Extracts and decodes JSON data; a decoding failure is permanent with reason `undecodable`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Json<T>(pub T);
-
-impl<T: DeserializeOwned + Send + 'static> FromIncoming for Json<T> {
-    fn from_incoming(incoming: &Incoming) -> Result<Self, HandlerError> {
-        incoming
-            .message
-            .decode_json()
-            .map(Json)
-            .map_err(HandlerError::undecodable)
-    }
-}
-
-/// Turns an async function of one [`FromIncoming`] argument into a handler service.
-pub fn handler_fn<F, A, Fut>(f: F) -> HandlerFn<F, A>
-where
-    F: Fn(A) -> Fut + Clone + Send + Sync + 'static,
-    A: FromIncoming,
-    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
-{
-    HandlerFn {
-        f,
-        _arg: PhantomData,
-    }
-}
-
-/// The service made by [`handler_fn`].
-pub struct HandlerFn<F, A> {
-    f: F,
-    _arg: PhantomData<fn(A)>,
-}
-
-impl<F: Clone, A> Clone for HandlerFn<F, A> {
-    fn clone(&self) -> Self {
-        Self {
-            f: self.f.clone(),
-            _arg: PhantomData,
-        }
-    }
-}
-
-impl<F, A, Fut> tower::Service<Incoming> for HandlerFn<F, A>
-where
-    F: Fn(A) -> Fut + Clone + Send + Sync + 'static,
-    A: FromIncoming,
-    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
-{
-    type Response = ();
-    type Error = HandlerError;
-    type Future = BoxFuture<'static, Result<(), HandlerError>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, incoming: Incoming) -> Self::Future {
-        match A::from_incoming(&incoming) {
-            Ok(arg) => Box::pin((self.f)(arg)),
-            Err(e) => Box::pin(async move { Err(e) }),
-        }
     }
 }
