@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use busway::{
-    Backoff, Bus, HandlerError, Incoming, Message, RedeliveryPolicy, RetryPolicy, handler_fn,
+    Backoff, Bus, DeliveryInfo, HandlerError, Json, Message, RedeliveryPolicy, RetryPolicy, State,
 };
 use serde::{Deserialize, Serialize};
 
@@ -36,35 +36,40 @@ impl OrderPlaced {
     }
 }
 
+/// What the billing handlers share: here, a payment service that fails twice for order 3.
+#[derive(Clone, Default)]
+struct Billing {
+    payment_calls: Arc<AtomicU32>,
+}
+
+/// A handler is an async function of what it needs from the delivery.
+async fn bill(
+    State(billing): State<Billing>,
+    Json(event): Json<OrderPlaced>,
+    info: DeliveryInfo,
+) -> Result<(), HandlerError> {
+    if event.amount_cents < 0 {
+        // No retry can fix this: straight to the dead-letter queue, with the reason.
+        return Err(HandlerError::permanent(format!(
+            "order {} has a negative amount ({} cents)",
+            event.order, event.amount_cents
+        )));
+    }
+    if event.order == 3 && billing.payment_calls.fetch_add(1, Ordering::SeqCst) < 2 {
+        println!("  order 3: payment service unavailable, attempt will be retried");
+        return Err(HandlerError::transient("payment service unavailable"));
+    }
+    println!(
+        "  billed order {} for {} ({} cents, delivery {})",
+        event.order, event.customer, event.amount_cents, info.attempt
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> busway::Result<()> {
     let bus = Bus::memory();
-    let flaky_calls = Arc::new(AtomicU32::new(0));
-
-    let billing = {
-        let flaky_calls = flaky_calls.clone();
-        handler_fn(move |incoming: Incoming| {
-            let flaky_calls = flaky_calls.clone();
-            async move {
-                let event: OrderPlaced = incoming.message.decode_json()?;
-                if event.amount_cents < 0 {
-                    return Err(HandlerError::permanent(format!(
-                        "order {} has a negative amount ({} cents)",
-                        event.order, event.amount_cents
-                    )));
-                }
-                if event.order == 3 && flaky_calls.fetch_add(1, Ordering::SeqCst) < 2 {
-                    println!("  order 3: payment service unavailable, attempt will be retried");
-                    return Err(HandlerError::transient("payment service unavailable"));
-                }
-                println!(
-                    "  billed order {} for {} ({} cents)",
-                    event.order, event.customer, event.amount_cents
-                );
-                Ok(())
-            }
-        })
-    };
+    let billing = Billing::default();
 
     let consumer = bus
         .consumer("orders", "billing")
@@ -82,7 +87,8 @@ async fn main() -> busway::Result<()> {
                 alert.message_id, alert.metadata.reason, alert.metadata.error
             );
         })
-        .start(billing)
+        .state(billing.clone())
+        .start(bill)
         .await?;
 
     println!("publishing 5 orders");
@@ -130,7 +136,7 @@ async fn main() -> busway::Result<()> {
         report.stats.received,
         report.stats.acked,
         report.stats.dead_lettered,
-        flaky_calls.load(Ordering::SeqCst)
+        billing.payment_calls.load(Ordering::SeqCst)
     );
     Ok(())
 }

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use busway_core::{
-    Consumer, ConsumerBuilder, DeadLetters, Error, Message, Publisher, Result, Subscriber,
+    Consumer, ConsumerBuilder, DeadLetters, Error, IdempotencyStore, Message, Publisher, Result,
+    Subscriber,
 };
 
 use crate::config::{BrokerKind, BusConfig, ConsumerDefaults};
@@ -19,6 +20,8 @@ pub struct Bus {
     subscriber: Arc<dyn Subscriber>,
     dead_letters: Arc<dyn DeadLetters>,
     defaults: ConsumerDefaults,
+    /// One store for every consumer of the bus (ids are kept per group).
+    dedup: Option<Arc<dyn IdempotencyStore>>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -56,6 +59,13 @@ impl Bus {
             #[allow(unreachable_patterns)] // every broker compiled in
             other => return Err(not_compiled_in(other)),
         };
+        let dedup = match &config.consumer.dedup {
+            Some(dedup) => {
+                dedup.validate(&config.consumer.redelivery)?;
+                Some(dedup.store())
+            }
+            None => None,
+        };
         tracing::info!(broker = config.broker.as_str(), "bus connected");
         Ok(Self {
             kind: config.broker,
@@ -63,6 +73,7 @@ impl Bus {
             subscriber,
             dead_letters,
             defaults: config.consumer.clone(),
+            dedup,
         })
     }
 
@@ -92,6 +103,7 @@ impl Bus {
             subscriber,
             dead_letters,
             defaults: ConsumerDefaults::default(),
+            dedup: None,
         }
     }
 
@@ -130,6 +142,9 @@ impl Bus {
         }
         if let Some(breaker) = &d.circuit_breaker {
             builder = builder.circuit_breaker(breaker.clone());
+        }
+        if let Some(store) = &self.dedup {
+            builder = builder.dedup(store.clone());
         }
         builder
     }

@@ -57,6 +57,89 @@ pub struct ConsumerDefaults {
     /// How long shutdown waits for in-flight handlers.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Run each message's handler once per group (the dedup middleware), off when absent.
+    pub dedup: Option<DedupConfig>,
+}
+
+/// Where the dedup middleware records processed message ids.
+///
+/// ```toml
+/// [consumer.dedup]
+/// store = "memory"
+/// capacity = 100000
+/// ttl = "24h"
+/// ```
+///
+/// `ttl` must outlive the consumer's longest redelivery window
+/// ([`RedeliveryPolicy::longest_window`]), or a late redelivery would not be recognised; a
+/// shorter one is refused when the bus connects.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(tag = "store", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum DedupConfig {
+    /// In process memory: one process's consumers only, forgotten on restart.
+    Memory {
+        /// Ids remembered at most; the oldest are forgotten first.
+        #[serde(default = "default_dedup_capacity")]
+        capacity: usize,
+        /// How long a processed id is remembered.
+        #[serde(default = "default_dedup_ttl", with = "humantime_serde")]
+        ttl: Duration,
+        /// How long a claim by a consumer that crashed mid-message blocks others.
+        #[serde(default = "default_dedup_lease", with = "humantime_serde")]
+        lease: Duration,
+    },
+}
+
+fn default_dedup_capacity() -> usize {
+    100_000
+}
+fn default_dedup_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_dedup_lease() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl DedupConfig {
+    /// Checks the retention against the redelivery window, naming the setting.
+    pub fn validate(&self, redelivery: &RedeliveryPolicy) -> Result<()> {
+        match self {
+            Self::Memory { capacity, ttl, .. } => {
+                if *capacity == 0 {
+                    return Err(Error::config(
+                        "consumer.dedup.capacity",
+                        "must be at least 1",
+                    ));
+                }
+                let window = redelivery.longest_window();
+                if *ttl <= window {
+                    return Err(Error::config(
+                        "consumer.dedup.ttl",
+                        format!(
+                            "{} is not longer than the longest redelivery window ({}): a late redelivery would run its handler again",
+                            humantime::format_duration(*ttl),
+                            humantime::format_duration(window)
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> std::sync::Arc<dyn busway_core::IdempotencyStore> {
+        match self {
+            Self::Memory {
+                capacity,
+                ttl,
+                lease,
+            } => std::sync::Arc::new(
+                busway_core::MemoryIdempotencyStore::new(*capacity, *ttl).with_lease(*lease),
+            ),
+        }
+    }
 }
 
 impl Default for ConsumerDefaults {
@@ -68,6 +151,7 @@ impl Default for ConsumerDefaults {
             timeout: None,
             circuit_breaker: None,
             drain_timeout: Duration::from_secs(30),
+            dedup: None,
         }
     }
 }
@@ -257,6 +341,22 @@ mod tests {
         assert!(err.to_string().contains("concurency"), "{err}");
         let err = BusConfig::from_toml("[consumer]\ntimeout = \"soon\"").unwrap_err();
         assert!(err.to_string().contains("`consumer.timeout`"), "{err}");
+    }
+
+    #[test]
+    fn dedup_is_configured_like_the_rest_and_must_outlive_redeliveries() {
+        let config = BusConfig::from_toml(
+            "[consumer]\nredelivery = { max_deliveries = 3, backoff = { kind = \"fixed\", delay = \"1h\" } }\n[consumer.dedup]\nstore = \"memory\"\nttl = \"90m\"",
+        )
+        .unwrap();
+        let dedup = config.consumer.dedup.clone().unwrap();
+        let err = dedup.validate(&config.consumer.redelivery).unwrap_err();
+        assert!(err.to_string().contains("`consumer.dedup.ttl`"), "{err}");
+        let config = BusConfig::from_toml("[consumer.dedup]\nstore = \"memory\"").unwrap();
+        let dedup = config.consumer.dedup.clone().unwrap();
+        dedup.validate(&config.consumer.redelivery).unwrap();
+        let err = BusConfig::from_toml("[consumer.dedup]\nstore = \"carrier-pigeon\"").unwrap_err();
+        assert!(err.to_string().contains("consumer.dedup"), "{err}");
     }
 
     #[test]

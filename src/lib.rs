@@ -38,7 +38,7 @@ mod bus;
 mod config;
 
 pub use bus::Bus;
-pub use config::{BrokerKind, BusConfig, ConsumerDefaults};
+pub use config::{BrokerKind, BusConfig, ConsumerDefaults, DedupConfig};
 
 pub use busway_core::*;
 

@@ -186,6 +186,36 @@ impl RedeliveryPolicy {
     pub fn delay_after(&self, attempt: u32) -> Duration {
         self.backoff.delay_after(attempt)
     }
+
+    /// The longest a message can spend between its first delivery and its last, waiting for
+    /// redeliveries (jitter at its largest, handling time not counted). Records of processed
+    /// ids must be kept longer than this, or a late redelivery is not recognised as a duplicate.
+    pub fn longest_window(&self) -> Duration {
+        // Jitter adds up to one more wait; compute the waits without it, then double them.
+        let (backoff, jitter) = match &self.backoff {
+            Backoff::Exponential {
+                initial,
+                factor,
+                max_delay,
+                jitter,
+            } => (
+                Backoff::Exponential {
+                    initial: *initial,
+                    factor: *factor,
+                    max_delay: *max_delay,
+                    jitter: false,
+                },
+                *jitter,
+            ),
+            other => (other.clone(), false),
+        };
+        (1..self.max_deliveries)
+            .map(|attempt| {
+                let wait = backoff.delay_after(attempt);
+                if jitter { wait * 2 } else { wait }
+            })
+            .sum()
+    }
 }
 
 impl Default for RedeliveryPolicy {
@@ -222,6 +252,22 @@ mod tests {
                 "{d:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_redelivery_window_sums_every_wait_at_its_longest() {
+        let fixed = RedeliveryPolicy::new(
+            4,
+            Backoff::Fixed {
+                delay: Duration::from_secs(10),
+            },
+        );
+        assert_eq!(fixed.longest_window(), Duration::from_secs(30));
+        // 1 + 2 + 4 + 8 s, doubled for jitter.
+        assert_eq!(
+            RedeliveryPolicy::default().longest_window(),
+            Duration::from_secs(30)
+        );
     }
 
     #[test]
