@@ -66,4 +66,6 @@ mod names;
 mod producer;
 
 pub use broker::KafkaBroker;
-pub use config::{KafkaConfig, SaslMechanism, SecurityConfig, SecurityProtocol};
+pub use config::{
+    KafkaConfig, SaslMechanism, SecurityConfig, SecurityProtocol, is_secret_property,
+};
