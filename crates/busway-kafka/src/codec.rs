@@ -16,7 +16,7 @@ use busway_core::{Message, wire};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use rdkafka::Message as _;
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Header, Headers, OwnedHeaders};
 
 /// Prefix of CloudEvents attribute headers (Kafka protocol binding).
 pub(crate) const CE_PREFIX: &str = "ce_";
@@ -70,6 +70,24 @@ impl OutRecord {
         record
     }
 
+    /// The record as a consumer would read it back.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn as_consumed(&self, topic: &str, partition: i32, offset: i64) -> InRecord {
+        InRecord {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            key: self.key.clone(),
+            value: self.value.clone(),
+            headers: self
+                .headers
+                .iter()
+                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                .collect(),
+            timestamp: None,
+        }
+    }
+
     /// Size on the wire, as checked against `max_message_bytes`.
     pub(crate) fn size(&self) -> usize {
         self.key.as_ref().map_or(0, Vec::len)
@@ -86,6 +104,9 @@ impl OutRecord {
     }
 }
 
+/// A record header: name and value (`None`: a null value).
+pub(crate) type RecordHeader = (String, Option<Vec<u8>>);
+
 /// A consumed record, detached from librdkafka's buffers.
 #[derive(Clone, Debug)]
 pub(crate) struct InRecord {
@@ -94,19 +115,21 @@ pub(crate) struct InRecord {
     pub(crate) offset: i64,
     pub(crate) key: Option<Vec<u8>>,
     pub(crate) value: Bytes,
-    pub(crate) headers: Option<OwnedHeaders>,
+    /// Headers in record order.
+    pub(crate) headers: Vec<RecordHeader>,
     pub(crate) timestamp: Option<i64>,
 }
 
 impl InRecord {
     pub(crate) fn from_borrowed(m: &BorrowedMessage<'_>) -> Self {
+        let headers = m.headers().map(read_headers).unwrap_or_default();
         Self {
             topic: m.topic().to_owned(),
             partition: m.partition(),
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
             value: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
-            headers: m.headers().map(|h| h.detach()),
+            headers,
             timestamp: m.timestamp().to_millis(),
         }
     }
@@ -117,7 +140,10 @@ impl InRecord {
     }
 
     fn header_list(&self) -> impl Iterator<Item = Header<'_, &[u8]>> {
-        self.headers.iter().flat_map(|h| h.iter())
+        self.headers.iter().map(|(key, value)| Header {
+            key: key.as_str(),
+            value: value.as_deref(),
+        })
     }
 
     /// A header's value as text, if present and UTF-8 (the last one wins).
@@ -224,16 +250,42 @@ impl InRecord {
     /// The record as it was published: key, value and headers, minus busway's redelivery and
     /// dead-letter headers.
     pub(crate) fn original(&self) -> OutRecord {
-        let mut out = OutRecord::new(
-            self.key.clone(),
-            self.value.clone(),
-            self.headers.as_ref().map_or(0, Headers::count),
-        );
+        let mut out = OutRecord::new(self.key.clone(), self.value.clone(), self.headers.len());
         for h in self.header_list().filter(|h| !is_busway_header(h.key)) {
             out.add_header(h.key, h.value);
         }
         out
     }
+}
+
+/// The headers of a consumed record.
+///
+/// A producer may send any bytes as a header name, and rdkafka 0.39 unwraps their UTF-8 check
+/// (`Headers::try_get` panics on a name that is not UTF-8). Such a header is left out (it could
+/// not be produced again through rdkafka either) rather than letting a peer's record take the
+/// consumer down; the rest of the record is read as usual.
+fn read_headers(headers: &BorrowedHeaders) -> Vec<RecordHeader> {
+    let mut out = Vec::with_capacity(headers.count());
+    let mut unreadable = 0usize;
+    for i in 0..headers.count() {
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            headers
+                .try_get(i)
+                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+        }));
+        match read {
+            Ok(Some(header)) => out.push(header),
+            Ok(None) => {}
+            Err(_) => unreadable += 1,
+        }
+    }
+    if unreadable > 0 {
+        tracing::warn!(
+            unreadable,
+            "a record carries header names that are not UTF-8; they are left out"
+        );
+    }
+    out
 }
 
 /// Headers busway adds on its way (retry state, dead-letter metadata).
@@ -271,15 +323,7 @@ mod tests {
     use super::*;
 
     fn as_in(out: &OutRecord) -> InRecord {
-        InRecord {
-            topic: "t".into(),
-            partition: 0,
-            offset: 7,
-            key: out.key.clone(),
-            value: out.value.clone(),
-            headers: Some(out.headers.clone()),
-            timestamp: None,
-        }
+        out.as_consumed("t", 0, 7)
     }
 
     fn has(rec: &InRecord, name: &str, value: &str) -> bool {
