@@ -3,7 +3,8 @@
 # tansu is built once with `cargo install` into $BUSWAY_CACHE/tools (outside the clone; the first build
 # takes ~9 minutes on 2 cores, later runs reuse the binary). The shared broker uses the sqlite storage
 # engine so that data survives a broker restart (the conformance suite restarts it mid-stream).
-# Python's confluent-kafka (a client nobody here wrote) is installed into a venv for the interop test.
+# Python's confluent-kafka (a client nobody here wrote) and the official CloudEvents SDK for Python are
+# installed into a venv for the interop test.
 
 TANSU_VERSION=0.6.0
 
@@ -21,14 +22,16 @@ tansu_bin() {
   printf '%s\n' "$bin"
 }
 
-# confluent_kafka_python: a Python with confluent-kafka (it bundles its own librdkafka), in a venv
-# under $BUSWAY_CACHE, for busway-kafka's interop test.
+# confluent_kafka_python: a Python with confluent-kafka (it bundles its own librdkafka) and the
+# CloudEvents SDK (its Kafka binding writes partitionkey as the record key), in a venv under
+# $BUSWAY_CACHE, for busway-kafka's interop test.
 confluent_kafka_python() {
   local venv=$BUSWAY_CACHE/venv-kafka
-  if ! "$venv/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
-    log "installing Python's confluent-kafka into $venv"
-    python3 -m venv "$venv" >&2 || { apt_install python3-venv && python3 -m venv "$venv" >&2; }
-    "$venv/bin/pip" install -q 'confluent-kafka==2.12.2' >&2
+  if ! "$venv/bin/python" -c 'import confluent_kafka, cloudevents.v1.kafka' 2>/dev/null; then
+    log "installing Python's confluent-kafka and cloudevents into $venv"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2 ||
+      { apt_install python3-venv && python3 -m venv "$venv" >&2; }
+    "$venv/bin/pip" install -q 'confluent-kafka==2.12.2' 'cloudevents==2.2.0' >&2
   fi
   printf '%s\n' "$venv/bin/python"
 }

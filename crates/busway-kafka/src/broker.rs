@@ -3,14 +3,15 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use busway_core::preflight::SizeLimit;
 use busway_core::{Error, Message, Publisher, Result, SubscribeOptions, Subscriber, Subscription};
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use crate::codec::{DUE, OutRecord};
+use crate::codec::{OutRecord, add_due_header};
 use crate::config::KafkaConfig;
 use crate::consumer::{self, HandedOut};
-use crate::error::classify;
+use crate::error::{classify, creating};
 use crate::names;
 use crate::producer::{Producer, Topics};
 
@@ -44,6 +45,9 @@ pub struct KafkaBroker {
 
 pub(crate) struct Inner {
     pub(crate) config: Arc<KafkaConfig>,
+    /// The one check before anything is published, keeping room for redelivery and
+    /// dead-letter metadata under `max_message_bytes`.
+    pub(crate) limit: SizeLimit,
     pub(crate) producer: Arc<Producer>,
     pub(crate) topics: Topics,
     pub(crate) handed_out: Arc<HandedOut>,
@@ -62,13 +66,15 @@ impl KafkaBroker {
     /// answers (a metadata request within `request_timeout`).
     pub async fn connect(config: KafkaConfig) -> Result<Self> {
         config.validate()?;
+        let limit = config.size_limit()?;
+        config.warn_insecure_settings();
         let config = Arc::new(config);
         let producer = Arc::new(Producer::new(config.clone())?);
         let topics = Topics::new(config.clone())?;
         let probe: BaseConsumer = config
             .plain_consumer_config("busway-probe")
             .create()
-            .map_err(|e| classify("creating a client", e))?;
+            .map_err(|e| creating(&config, "creating a client", e))?;
         let timeout = config.request_timeout;
         tokio::task::spawn_blocking(move || probe.fetch_metadata(None, timeout))
             .await
@@ -77,6 +83,7 @@ impl KafkaBroker {
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
+                limit,
                 producer,
                 topics,
                 handed_out: Arc::default(),
@@ -94,14 +101,12 @@ impl KafkaBroker {
         self.inner.producer.flush();
     }
 
-    /// Encodes `message` and checks it against the size limit.
-    fn encode(&self, message: &Message) -> Result<OutRecord> {
-        message.validate()?;
+    /// Encodes `message` for `topic` after the publish check: names, the CloudEvents rules,
+    /// and a size that leaves room for the metadata of a redelivery or dead letter, so that
+    /// every message published can take those paths later.
+    fn encode(&self, topic: &str, message: &Message) -> Result<OutRecord> {
         let record = OutRecord::from_message(message);
-        let (size, limit) = (record.size(), self.inner.config.max_message_bytes);
-        if size > limit {
-            return Err(Error::TooLarge { size, limit });
-        }
+        self.inner.limit.check(topic, message, record.size())?;
         Ok(record)
     }
 
@@ -117,7 +122,7 @@ impl KafkaBroker {
 #[async_trait]
 impl Publisher for KafkaBroker {
     async fn publish(&self, topic: &str, message: Message) -> Result<()> {
-        let record = self.encode(&message)?;
+        let record = self.encode(topic, &message)?;
         self.ensure_topic(topic).await?;
         self.inner.producer.send(topic, record).await
     }
@@ -127,7 +132,7 @@ impl Publisher for KafkaBroker {
     async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
         let records = messages
             .iter()
-            .map(|m| self.encode(m))
+            .map(|m| self.encode(topic, m))
             .collect::<Result<Vec<_>>>()?;
         self.ensure_topic(topic).await?;
         self.inner.producer.send_all(topic, records).await
@@ -135,22 +140,21 @@ impl Publisher for KafkaBroker {
 
     /// Kafka has no scheduled delivery: the message goes to `<topic>.scheduled` with its due
     /// time, and every group's subscription holds it back until then (pausing only that
-    /// partition). Within a partition of the scheduled topic, messages are released in order,
-    /// so one due later holds back those behind it; give scheduled messages partition keys to
-    /// spread them.
+    /// partition). It reaches every group that has joined the topic by the time it falls due,
+    /// also one that joins after it was scheduled (as a RabbitMQ message routed when its TTL
+    /// expires would). Within a partition of the scheduled topic, messages are released in
+    /// order, so one due later holds back those behind it; give scheduled messages partition
+    /// keys to spread them.
     async fn schedule(
         &self,
         topic: &str,
         message: Message,
         deliver_at: DateTime<Utc>,
     ) -> Result<()> {
-        let mut record = self.encode(&message)?;
-        record.add_header(
-            DUE,
-            Some(deliver_at.timestamp_millis().to_string().as_bytes()),
-        );
         names::validate("topic", topic)?;
         let scheduled = names::scheduled(topic);
+        let mut record = self.encode(&scheduled, &message)?;
+        add_due_header(&mut record, deliver_at);
         self.inner
             .topics
             .ensure(&[(scheduled.clone(), self.inner.config.partitions)])

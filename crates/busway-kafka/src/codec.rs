@@ -5,24 +5,25 @@
 //! header, the data is the record value untouched, and the `partitionkey` extension is also the
 //! record key (so Kafka partitions by it). Structured mode (`content-type:
 //! application/cloudevents+json`) is read too.
+//!
+//! A record with a key and no `partitionkey` attribute (as the official CloudEvents SDKs write
+//! it: they move `partitionkey` to the key) is read with the key as its `partitionkey`, so the
+//! key survives a redelivery or dead letter and the message keeps its partition.
 
 use busway_core::message::format_time;
+use busway_core::redelivery::{HEADER_ATTEMPT, HEADER_DUE, HEADER_FIRST_FAILURE};
 use busway_core::{Message, wire};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use rdkafka::Message as _;
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Header, Headers, OwnedHeaders};
 
 /// Prefix of CloudEvents attribute headers (Kafka protocol binding).
 pub(crate) const CE_PREFIX: &str = "ce_";
 /// The binding's content-type header.
 pub(crate) const CONTENT_TYPE: &str = "content-type";
-/// Which delivery of the message a retry record is (2 for the first redelivery).
-pub(crate) const ATTEMPT: &str = "busway-attempt";
-/// When the first delivery of the message failed (RFC 3339).
-pub(crate) const FIRST_FAILURE: &str = "busway-first-failure";
-/// When a retry or scheduled record becomes due, in milliseconds since the Unix epoch.
-pub(crate) const DUE: &str = "busway-due";
+/// The `partitionkey` attribute's header.
+const PARTITION_KEY_HEADER: &str = "ce_partitionkey";
 
 /// Record framing counted on top of key, value and headers (record batch share, varints).
 const RECORD_OVERHEAD: usize = 72;
@@ -69,6 +70,24 @@ impl OutRecord {
         record
     }
 
+    /// The record as a consumer would read it back.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn as_consumed(&self, topic: &str, partition: i32, offset: i64) -> InRecord {
+        InRecord {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            key: self.key.clone(),
+            value: self.value.clone(),
+            headers: self
+                .headers
+                .iter()
+                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                .collect(),
+            timestamp: None,
+        }
+    }
+
     /// Size on the wire, as checked against `max_message_bytes`.
     pub(crate) fn size(&self) -> usize {
         self.key.as_ref().map_or(0, Vec::len)
@@ -85,6 +104,9 @@ impl OutRecord {
     }
 }
 
+/// A record header: name and value (`None`: a null value).
+pub(crate) type RecordHeader = (String, Option<Vec<u8>>);
+
 /// A consumed record, detached from librdkafka's buffers.
 #[derive(Clone, Debug)]
 pub(crate) struct InRecord {
@@ -93,25 +115,35 @@ pub(crate) struct InRecord {
     pub(crate) offset: i64,
     pub(crate) key: Option<Vec<u8>>,
     pub(crate) value: Bytes,
-    pub(crate) headers: Option<OwnedHeaders>,
+    /// Headers in record order.
+    pub(crate) headers: Vec<RecordHeader>,
     pub(crate) timestamp: Option<i64>,
 }
 
 impl InRecord {
     pub(crate) fn from_borrowed(m: &BorrowedMessage<'_>) -> Self {
+        let headers = m.headers().map(read_headers).unwrap_or_default();
         Self {
             topic: m.topic().to_owned(),
             partition: m.partition(),
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
             value: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
-            headers: m.headers().map(|h| h.detach()),
+            headers,
             timestamp: m.timestamp().to_millis(),
         }
     }
 
+    /// Bytes of key and value, what dominates the memory a record holds.
+    pub(crate) fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len) + self.value.len()
+    }
+
     fn header_list(&self) -> impl Iterator<Item = Header<'_, &[u8]>> {
-        self.headers.iter().flat_map(|h| h.iter())
+        self.headers.iter().map(|(key, value)| Header {
+            key: key.as_str(),
+            value: value.as_deref(),
+        })
     }
 
     /// A header's value as text, if present and UTF-8 (the last one wins).
@@ -127,9 +159,22 @@ impl InRecord {
     pub(crate) fn decode(&self) -> Result<Message, String> {
         let content_type = self.header(CONTENT_TYPE);
         if wire::is_structured(content_type) {
-            return wire::from_structured(&self.value).map_err(|e| e.to_string());
+            let message = wire::from_structured(&self.value).map_err(|e| e.to_string())?;
+            return match self.key_as_partition_key() {
+                Some(key) if message.partition_key().is_none() => message
+                    .to_builder()
+                    .partition_key(key)
+                    .build()
+                    .map_err(|e| e.to_string()),
+                _ => Ok(message),
+            };
         }
         let mut attrs = Vec::new();
+        if !self.header_list().any(|h| h.key == PARTITION_KEY_HEADER)
+            && let Some(key) = self.key_as_partition_key()
+        {
+            attrs.push((PARTITION_KEY_HEADER, key.to_owned()));
+        }
         for h in self.header_list() {
             if !h.key.starts_with(CE_PREFIX) {
                 continue;
@@ -151,6 +196,14 @@ impl InRecord {
         .map_err(|e| e.to_string())
     }
 
+    /// The record key as a `partitionkey`: text, not empty.
+    fn key_as_partition_key(&self) -> Option<&str> {
+        self.key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .filter(|k| !k.is_empty())
+    }
+
     /// A stand-in message for a record that is not a CloudEvent, so the runtime can dead-letter
     /// it; the DLQ receives the original record, not this. `None` only if the core rejected
     /// constant, valid attributes.
@@ -164,35 +217,75 @@ impl InRecord {
 
     /// The delivery this record is: 1 unless a retry record says otherwise.
     pub(crate) fn attempt(&self) -> u32 {
-        self.header(ATTEMPT)
+        self.header(HEADER_ATTEMPT)
             .and_then(|v| v.parse().ok())
             .unwrap_or(1)
             .max(1)
     }
 
     pub(crate) fn first_failure(&self) -> Option<DateTime<Utc>> {
-        self.header(FIRST_FAILURE)
+        self.header(HEADER_FIRST_FAILURE)
             .and_then(|v| busway_core::message::parse_time(v).ok())
     }
 
     /// When a retry or scheduled record is due (ms since epoch); `None` for plain records.
+    /// busway writes milliseconds; an RFC 3339 time (the form other brokers' copies use) is
+    /// read too.
     pub(crate) fn due_millis(&self) -> Option<i64> {
-        self.header(DUE).and_then(|v| v.parse().ok())
+        let v = self.header(HEADER_DUE)?;
+        v.parse().ok().or_else(|| {
+            busway_core::message::parse_time(v)
+                .ok()
+                .map(|t| t.timestamp_millis())
+        })
+    }
+
+    /// Whether this scheduled record was published, and fell due, before `joined` (ms since the
+    /// epoch): a group that joined then never had it coming. Unknown times count as after.
+    pub(crate) fn is_before_group(&self, joined: i64) -> bool {
+        self.due_millis().is_some_and(|due| due < joined)
+            && self.timestamp.is_some_and(|published| published < joined)
     }
 
     /// The record as it was published: key, value and headers, minus busway's redelivery and
     /// dead-letter headers.
     pub(crate) fn original(&self) -> OutRecord {
-        let mut out = OutRecord::new(
-            self.key.clone(),
-            self.value.clone(),
-            self.headers.as_ref().map_or(0, Headers::count),
-        );
+        let mut out = OutRecord::new(self.key.clone(), self.value.clone(), self.headers.len());
         for h in self.header_list().filter(|h| !is_busway_header(h.key)) {
             out.add_header(h.key, h.value);
         }
         out
     }
+}
+
+/// The headers of a consumed record.
+///
+/// A producer may send any bytes as a header name, and rdkafka 0.39 unwraps their UTF-8 check
+/// (`Headers::try_get` panics on a name that is not UTF-8). Such a header is left out (it could
+/// not be produced again through rdkafka either) rather than letting a peer's record take the
+/// consumer down; the rest of the record is read as usual.
+fn read_headers(headers: &BorrowedHeaders) -> Vec<RecordHeader> {
+    let mut out = Vec::with_capacity(headers.count());
+    let mut unreadable = 0usize;
+    for i in 0..headers.count() {
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            headers
+                .try_get(i)
+                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+        }));
+        match read {
+            Ok(Some(header)) => out.push(header),
+            Ok(None) => {}
+            Err(_) => unreadable += 1,
+        }
+    }
+    if unreadable > 0 {
+        tracing::warn!(
+            unreadable,
+            "a record carries header names that are not UTF-8; they are left out"
+        );
+    }
+    out
 }
 
 /// Headers busway adds on its way (retry state, dead-letter metadata).
@@ -208,9 +301,20 @@ pub(crate) fn redelivery_headers(
     first_failure: DateTime<Utc>,
     due: DateTime<Utc>,
 ) {
-    record.add_header(ATTEMPT, Some(attempt.to_string().as_bytes()));
-    record.add_header(FIRST_FAILURE, Some(format_time(first_failure).as_bytes()));
-    record.add_header(DUE, Some(due.timestamp_millis().to_string().as_bytes()));
+    record.add_header(HEADER_ATTEMPT, Some(attempt.to_string().as_bytes()));
+    record.add_header(
+        HEADER_FIRST_FAILURE,
+        Some(format_time(first_failure).as_bytes()),
+    );
+    add_due_header(record, due);
+}
+
+/// The due time of a retry or scheduled record, in milliseconds since the Unix epoch.
+pub(crate) fn add_due_header(record: &mut OutRecord, due: DateTime<Utc>) {
+    record.add_header(
+        HEADER_DUE,
+        Some(due.timestamp_millis().to_string().as_bytes()),
+    );
 }
 
 #[cfg(test)]
@@ -219,15 +323,7 @@ mod tests {
     use super::*;
 
     fn as_in(out: &OutRecord) -> InRecord {
-        InRecord {
-            topic: "t".into(),
-            partition: 0,
-            offset: 7,
-            key: out.key.clone(),
-            value: out.value.clone(),
-            headers: Some(out.headers.clone()),
-            timestamp: None,
-        }
+        out.as_consumed("t", 0, 7)
     }
 
     fn has(rec: &InRecord, name: &str, value: &str) -> bool {
@@ -270,6 +366,81 @@ mod tests {
                 .all(|h| !h.key.starts_with("busway-"))
         );
         assert_eq!(original.decode().unwrap(), m);
+    }
+
+    /// The official CloudEvents SDKs move `partitionkey` to the record key and write no
+    /// `ce_partitionkey` header: the key is the partition key.
+    #[test]
+    fn a_key_without_partitionkey_header_is_the_partition_key() {
+        let mut foreign =
+            OutRecord::new(Some(b"customer-42".to_vec()), Bytes::from_static(b"{}"), 5);
+        for (k, v) in [
+            ("ce_specversion", "1.0"),
+            ("ce_id", "sdk-1"),
+            ("ce_source", "urn:sdk"),
+            ("ce_type", "t"),
+        ] {
+            foreign.add_header(k, Some(v.as_bytes()));
+        }
+        let m = as_in(&foreign).decode().unwrap();
+        assert_eq!(m.partition_key(), Some("customer-42"));
+        // Re-published by busway (a redelivery, a dead letter), it keeps key and partition key.
+        let again = as_in(&OutRecord::from_message(&m));
+        assert_eq!(again.key.as_deref(), Some(&b"customer-42"[..]));
+        assert_eq!(again.decode().unwrap(), m);
+
+        let mut structured = OutRecord::new(
+            Some(b"customer-43".to_vec()),
+            Bytes::from_static(br#"{"specversion":"1.0","id":"2","source":"s","type":"t"}"#),
+            1,
+        );
+        structured.add_header("content-type", Some(b"application/cloudevents+json"));
+        assert_eq!(
+            as_in(&structured).decode().unwrap().partition_key(),
+            Some("customer-43")
+        );
+
+        // A header wins over the key; a key that is not text is no partition key.
+        let mut both = foreign.clone();
+        both.add_header("ce_partitionkey", Some(b"from-header"));
+        assert_eq!(
+            as_in(&both).decode().unwrap().partition_key(),
+            Some("from-header")
+        );
+        let binary_key = InRecord {
+            key: Some(vec![0xff, 0x00]),
+            ..as_in(&foreign)
+        };
+        assert_eq!(binary_key.decode().unwrap().partition_key(), None);
+    }
+
+    #[test]
+    fn busway_messages_round_trip_unchanged_with_or_without_a_key() {
+        let keyless = Message::builder("/s", "t").build().unwrap();
+        let rec = as_in(&OutRecord::from_message(&keyless));
+        assert_eq!(rec.key, None);
+        assert_eq!(rec.decode().unwrap(), keyless);
+        let keyed = Message::builder("/s", "t")
+            .partition_key("k")
+            .build()
+            .unwrap();
+        assert_eq!(
+            as_in(&OutRecord::from_message(&keyed)).decode().unwrap(),
+            keyed
+        );
+    }
+
+    #[test]
+    fn due_times_are_read_in_milliseconds_or_rfc3339() {
+        let mut out = OutRecord::new(None, Bytes::new(), 1);
+        out.add_header(HEADER_DUE, Some(b"2026-01-01T00:00:01Z"));
+        assert_eq!(as_in(&out).due_millis(), Some(1_767_225_601_000));
+        let mut out = OutRecord::new(None, Bytes::new(), 1);
+        add_due_header(
+            &mut out,
+            DateTime::from_timestamp_millis(1_767_225_601_000).unwrap(),
+        );
+        assert_eq!(as_in(&out).due_millis(), Some(1_767_225_601_000));
     }
 
     #[test]

@@ -5,8 +5,15 @@
 //! the queue is what lies between the cursor and the end of the log. Redrive sends records to
 //! the group's first retry tier (due at once), so only that group sees them again, with their
 //! attempt count reset.
+//!
+//! Redrive pages through the queue: at most [`PAGE_RECORDS`] records or [`PAGE_BYTES`] bytes are
+//! read, sent and confirmed, then the cursor moves past them, page after page. Memory stays
+//! bounded whatever the queue holds, each page has a request timeout of its own, and a redrive
+//! that is stopped half-way (process killed, future dropped) has moved what it moved: run again,
+//! it repeats at most the one page whose cursor move it did not see through.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -16,12 +23,19 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::broker::KafkaBroker;
-use crate::codec::{DUE, InRecord};
+use crate::codec::{InRecord, add_due_header};
 use crate::config::KafkaConfig;
-use crate::error::classify;
+use crate::error::{classify, creating};
 use crate::names;
 
+/// Most records one redrive page reads, sends and confirms before moving the cursor.
+pub(crate) const PAGE_RECORDS: usize = 500;
+/// Most bytes (keys and values) one redrive page holds; one record larger than this is a page
+/// of its own.
+pub(crate) const PAGE_BYTES: usize = 16 * 1024 * 1024;
+
 /// One partition of a DLQ topic: where the queue starts and ends.
+#[derive(Clone, Copy)]
 struct Span {
     partition: i32,
     cursor: i64,
@@ -46,7 +60,7 @@ impl Reader {
         let consumer = config
             .plain_consumer_config(&names::dlq_cursor_group(topic))
             .create()
-            .map_err(|e| classify("creating a DLQ reader", e))?;
+            .map_err(|e| creating(config, "creating a DLQ reader", e))?;
         Ok(Self {
             consumer,
             topic: topic.to_owned(),
@@ -97,9 +111,27 @@ impl Reader {
             .collect()
     }
 
+    /// Spans as [`spans`](Self::spans) sees them, but ending no later than `ends` (the ends when
+    /// a redrive started: what is dead-lettered meanwhile waits for the next one).
+    fn spans_until(&self, ends: &[Span]) -> Result<Vec<Span>> {
+        Ok(self
+            .spans()?
+            .into_iter()
+            .filter_map(|s| {
+                let end = ends.iter().find(|e| e.partition == s.partition)?.high;
+                Some(Span {
+                    high: s.high.min(end),
+                    cursor: s.cursor.min(end),
+                    ..s
+                })
+            })
+            .collect())
+    }
+
     /// Up to `limit` records from the cursor on, oldest first (merged across partitions by
-    /// timestamp, so that each partition contributes a prefix).
-    fn read(&self, spans: &[Span], limit: usize) -> Result<Vec<InRecord>> {
+    /// timestamp, so that each partition contributes a prefix), holding about `max_bytes` of
+    /// keys and values at most (always at least one record).
+    fn read(&self, spans: &[Span], limit: usize, max_bytes: usize) -> Result<Vec<InRecord>> {
         let wanted: Vec<&Span> = spans.iter().filter(|s| s.depth() > 0).collect();
         if wanted.is_empty() || limit == 0 {
             return Ok(Vec::new());
@@ -123,7 +155,12 @@ impl Reader {
             })
             .collect();
         let deadline = Instant::now() + self.timeout;
+        let mut bytes = 0usize;
         while per_partition.iter().any(|(_, _, finished, _)| !finished) {
+            if bytes >= max_bytes {
+                // What each partition read so far is a prefix of it: enough for this call.
+                break;
+            }
             if Instant::now() > deadline {
                 return Err(Error::Timeout(format!("reading the DLQ {}", self.topic)));
             }
@@ -149,6 +186,7 @@ impl Reader {
                     *finished = true;
                 }
                 if record.offset < *end {
+                    bytes = bytes.saturating_add(record.size());
                     got.push_back(record);
                 }
             }
@@ -190,6 +228,13 @@ impl Reader {
             .commit(&tpl, CommitMode::Sync)
             .map_err(|e| classify("moving the DLQ cursor", e))
     }
+}
+
+/// Runs `f` on a blocking thread (librdkafka's calls block).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Closed(format!("DLQ task failed: {e}")))?
 }
 
 /// Runs `f` with a reader of `topic` on a blocking thread.
@@ -249,7 +294,7 @@ impl DeadLetters for KafkaBroker {
     async fn peek(&self, topic: &str, group: &str, limit: usize) -> Result<Vec<DeadLetter>> {
         names::validate_pair(topic, group, self.inner.config.retry_tiers)?;
         let records = with_reader(&self.inner.config, names::dlq(topic, group), move |r| {
-            r.read(&r.spans()?, limit)
+            r.read(&r.spans()?, limit, usize::MAX)
         })
         .await?;
         Ok(records.iter().filter_map(to_dead_letter).collect())
@@ -259,37 +304,52 @@ impl DeadLetters for KafkaBroker {
         names::validate_pair(topic, group, self.inner.config.retry_tiers)?;
         let dlq = names::dlq(topic, group);
         let limit = limit.unwrap_or(usize::MAX);
-        let (spans, records) = with_reader(&self.inner.config, dlq.clone(), move |r| {
-            let spans = r.spans()?;
-            let records = r.read(&spans, limit)?;
-            Ok((spans, records))
-        })
-        .await?;
-        if records.is_empty() {
-            return Ok(0);
-        }
+        let config = self.inner.config.clone();
+        let reader = blocking(move || Reader::new(&config, &dlq).map(Arc::new)).await?;
+        let ends = {
+            let reader = reader.clone();
+            blocking(move || reader.spans()).await?
+        };
         let target = names::retry(topic, group, 1);
-        self.inner
-            .topics
-            .ensure(&[(target.clone(), self.inner.config.partitions)])
-            .await?;
-        let now = chrono::Utc::now().timestamp_millis().to_string();
-        let out: Vec<_> = records
-            .iter()
-            .map(|r| {
-                // Back as a first delivery: no attempt header, due at once.
-                let mut o = r.original();
-                o.add_header(DUE, Some(now.as_bytes()));
-                o
-            })
-            .collect();
-        self.inner.producer.send_all(&target, out).await?;
-        // Only once every redriven record is confirmed does the cursor move past it.
-        let moved = records.len();
-        with_reader(&self.inner.config, dlq, move |r| {
-            r.advance(&spans, Some(&records))
-        })
-        .await?;
+        let mut moved = 0;
+        while moved < limit {
+            let page = (limit - moved).min(PAGE_RECORDS);
+            let (spans, records) = {
+                let (reader, ends) = (reader.clone(), ends.clone());
+                blocking(move || {
+                    let spans = reader.spans_until(&ends)?;
+                    let records = reader.read(&spans, page, PAGE_BYTES)?;
+                    Ok((spans, records))
+                })
+                .await?
+            };
+            if records.is_empty() {
+                break;
+            }
+            if moved == 0 {
+                self.inner
+                    .topics
+                    .ensure(&[(target.clone(), self.inner.config.partitions)])
+                    .await?;
+            }
+            let now = chrono::Utc::now();
+            let out: Vec<_> = records
+                .iter()
+                .map(|r| {
+                    // Back as a first delivery: no attempt header, due at once.
+                    let mut o = r.original();
+                    add_due_header(&mut o, now);
+                    o
+                })
+                .collect();
+            self.inner.producer.send_all(&target, out).await?;
+            // Only once every record of the page is confirmed does the cursor move past it.
+            let count = records.len();
+            let reader = reader.clone();
+            blocking(move || reader.advance(&spans, Some(&records))).await?;
+            moved += count;
+            tracing::debug!(topic, group, moved, "redrive page sent");
+        }
         Ok(moved)
     }
 

@@ -3,6 +3,31 @@
 use busway_core::Error;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
 
+use crate::config::{KafkaConfig, is_secret_property};
+
+/// Converts an error met while creating a librdkafka client into a busway error that names the
+/// setting at fault but quotes none of `config`'s secrets: librdkafka's own text repeats the
+/// value it refused, and may quote parts of a secret setting it could not parse.
+pub(crate) fn creating(config: &KafkaConfig, what: &str, e: KafkaError) -> Error {
+    match e {
+        KafkaError::ClientConfig(_, description, key, _value) => {
+            let detail = if is_secret_property(&key) {
+                "its value was refused (not shown: the setting may hold a secret)".to_owned()
+            } else {
+                description
+            };
+            Error::config(
+                "kafka",
+                config.scrub(&format!("{what}: setting `{key}`: {detail}")),
+            )
+        }
+        KafkaError::ClientCreation(text) => {
+            Error::config("kafka", config.scrub(&format!("{what}: {text}")))
+        }
+        other => classify(what, other),
+    }
+}
+
 /// Converts a librdkafka error met while doing `what` into a classified busway error.
 pub(crate) fn classify(what: &str, e: KafkaError) -> Error {
     let message = format!("{what}: {e}");

@@ -15,7 +15,7 @@
 //! | publish | idempotent producer, `acks=all`; returns on the delivery report |
 //! | delayed redelivery | `<topic>.<group>.retry.<n>` |
 //! | dead letter | `<topic>.<group>.dlq`, original record plus `busway-dlq-*` headers |
-//! | scheduled delivery | `<topic>.scheduled`, held by each group until due |
+//! | scheduled delivery | `<topic>.scheduled`, held by each group until due; a group that joins later gets what falls due after it joined |
 //! | circuit breaker open | assigned partitions paused |
 //!
 //! ## Consuming and commits
@@ -28,14 +28,27 @@
 //! partition run in parallel too, one key at a time.
 //!
 //! Offsets are committed periodically (`commit_interval`), on revoke and on close, and only up to
-//! the highest *contiguous* settled offset of each partition: nothing is committed past a record
-//! still in flight, so a crash redelivers rather than loses (at-least-once; put the dedup
-//! middleware in front of side effects). An unsettled delivery that is dropped is never marked
-//! done, so it is read again after a restart or rebalance, with its attempt increased.
+//! the first record of each partition still in flight: nothing is committed past it, so a crash
+//! redelivers rather than loses (at-least-once; put the dedup middleware in front of side
+//! effects). Only records in flight are tracked, so a record that stays unsettled for long costs
+//! one entry, however many records behind it are handled meanwhile.
+//!
+//! Settling follows [`Settle`](busway_core::Settle)'s contract:
+//!
+//! - a settlement that fails (its redelivery or dead-letter copy could not be produced) leaves
+//!   the record with its handle, in flight, and may be tried again;
+//! - a delivery dropped unsettled (a settlement the runtime gave up on, an aborted task) is
+//!   delivered again by the same subscription after a pause of one second, with its attempt
+//!   counted; its offset stays in flight meanwhile, so commits wait for it but never freeze;
+//! - when the partition goes to another member (rebalance, close, crash), an unsettled record
+//!   is read again by the next owner from the committed offset, its attempt counted when the
+//!   owner is in the same process; settling it on the old member then fails.
 //!
 //! A new group starts at [`StartPosition`](busway_core::StartPosition): `Latest` means the end of
 //! each partition as it was when `subscribe` was called (fixed by a commit on first
-//! assignment), so nothing published after `subscribe` returns is skipped.
+//! assignment), so nothing published after `subscribe` returns is skipped. In the scheduled topic
+//! it means every message that falls due after the group joined, also one scheduled before:
+//! only messages published *and* due before the group joined are passed over.
 //!
 //! ## Failures
 //!
@@ -48,13 +61,33 @@
 //! - **Dead letters** go to `<topic>.<group>.dlq`: the original key, value and headers plus the
 //!   standard metadata headers ([`DeadLetterMetadata`](busway_core::DeadLetterMetadata)).
 //!   Undecodable records reach the runtime as deliveries with `decode_error` set and are
-//!   dead-lettered byte for byte. Redrive and purge move a cursor (the committed offsets of the
-//!   group `busway-dlq-cursor.<dlq topic>`), since records cannot be removed from a Kafka log;
-//!   redriven records go to the group's first retry tier, due at once.
+//!   dead-lettered byte for byte (except header names that are not UTF-8, which rdkafka cannot
+//!   read or write: those are left out, with a warning). Redrive and purge move a cursor (the
+//!   committed offsets of the group `busway-dlq-cursor.<dlq topic>`), since records cannot be
+//!   removed from a Kafka log; redriven records go to the group's first retry tier, due at once.
+//!   Redrive pages through the queue (500 records or 16 MiB a page, the cursor committed after
+//!   each), so its memory is bounded and a redrive stopped half-way repeats at most one page.
 //! - **Circuit breaker**: when the runtime stops pulling for `pause_after`, every assigned
 //!   partition is paused (librdkafka drops its prefetch) and resumed when pulling resumes.
-//! - A publish too large for `max_message_bytes` fails with
-//!   [`Error::TooLarge`](busway_core::Error::TooLarge) before anything is sent.
+//! - Headroom: `publish` takes messages of up to `max_message_bytes` less
+//!   [`METADATA_HEADROOM`](busway_core::preflight::METADATA_HEADROOM) (the one check of
+//!   [`SizeLimit`](busway_core::preflight::SizeLimit)); a larger one fails with
+//!   [`Error::TooLarge`](busway_core::Error::TooLarge) before anything is sent. So every message
+//!   busway publishes can be redelivered and dead-lettered, metadata and all, by brokers whose
+//!   `message.max.bytes` is `max_message_bytes`.
+//!
+//! ## Records from other clients
+//!
+//! A record with a key and no `partitionkey` attribute (as the official CloudEvents SDKs write
+//! it) is read with its key as `partitionkey`. A header name that is not UTF-8 is left out
+//! (rdkafka 0.39 panics on one; busway catches that and reads on).
+//!
+//! ## Secrets
+//!
+//! `Debug` and errors never show a password, nor the value of any `extra` property that may hold
+//! a secret ([`is_secret_property`]: every `sasl.*`/`ssl.*` setting but a few known-public ones,
+//! and names that say secret anywhere else). Turning certificate checks off through `extra`, or
+//! SASL without TLS to a remote broker, is logged as a warning naming the setting.
 
 mod broker;
 mod codec;
@@ -62,8 +95,13 @@ mod config;
 mod consumer;
 mod dead_letters;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod names;
 mod producer;
 
 pub use broker::KafkaBroker;
-pub use config::{KafkaConfig, SaslMechanism, SecurityConfig, SecurityProtocol};
+pub use config::{
+    KafkaConfig, SaslMechanism, SecurityConfig, SecurityProtocol, is_secret_property,
+};

@@ -13,7 +13,7 @@ use rdkafka::util::Timeout;
 
 use crate::codec::OutRecord;
 use crate::config::KafkaConfig;
-use crate::error::classify;
+use crate::error::{classify, creating};
 
 /// An idempotent producer (acks=all) that replaces itself after a fatal error.
 ///
@@ -127,7 +127,7 @@ fn create(config: &KafkaConfig) -> Result<FutureProducer> {
     config
         .producer_config()
         .create()
-        .map_err(|e| classify("creating the producer", e))
+        .map_err(|e| creating(config, "creating the producer", e))
 }
 
 fn future_record<'a>(
@@ -157,7 +157,7 @@ impl Topics {
         let admin = config
             .admin_config()
             .create()
-            .map_err(|e| classify("creating the admin client", e))?;
+            .map_err(|e| creating(&config, "creating the admin client", e))?;
         Ok(Self {
             config,
             admin,

@@ -1,7 +1,10 @@
 //! Fault injection on librdkafka's mock cluster: request errors, leader changes, a broker going
-//! down and up, added latency. Each test publishes while the fault is active and counts messages
-//! lost (acknowledged by `publish` but never handled) and duplicates that reached the handler
-//! behind the dedup middleware. Both must be zero.
+//! down and up, added latency. Each test publishes while the fault is active (a failed publish is
+//! retried with the same message until `publish` acknowledges it), then counts, against the ids
+//! it published: messages lost (never handled), messages handled twice behind the dedup
+//! middleware, messages handled that were never published, and deliveries that reached the
+//! consumer more than once (before dedup). Lost, duplicated and unknown must be zero; repeated
+//! deliveries are reported (at-least-once allows them, dedup absorbs them).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -11,9 +14,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use busway_core::{
-    Backoff, Consumer, ConsumerHandle, HandlerError, MemoryIdempotencyStore, Message, Publisher,
-    RedeliveryPolicy, RetryPolicy, StartPosition, handler_fn,
+    Backoff, Claim, Consumer, ConsumerHandle, HandlerError, IdempotencyStore,
+    MemoryIdempotencyStore, Message, Publisher, RedeliveryPolicy, RetryPolicy, StartPosition,
+    handler_fn,
 };
 use busway_kafka::{KafkaBroker, KafkaConfig};
 use rdkafka::mocking::MockCluster;
@@ -51,9 +56,11 @@ async fn connect(mock: &MockCluster<'static, DefaultProducerContext>) -> KafkaBr
     .expect("connect to the mock cluster")
 }
 
-/// Handler invocations per message id, behind dedup.
+/// Per message id: deliveries that reached the dedup middleware, and handler invocations
+/// behind it.
 #[derive(Clone, Default)]
 struct Tally {
+    deliveries: Arc<Mutex<HashMap<String, usize>>>,
     calls: Arc<Mutex<HashMap<String, usize>>>,
 }
 
@@ -61,12 +68,56 @@ impl Tally {
     fn distinct(&self) -> usize {
         self.calls.lock().unwrap().len()
     }
+    /// Handler invocations beyond the first, per message: what dedup let through twice.
     fn duplicates(&self) -> usize {
         self.calls.lock().unwrap().values().map(|n| n - 1).sum()
     }
-    fn missing(&self, acked: &HashSet<String>) -> usize {
+    /// Deliveries beyond the first, per message, before dedup.
+    fn repeated_deliveries(&self) -> usize {
+        self.deliveries
+            .lock()
+            .unwrap()
+            .values()
+            .map(|n| n - 1)
+            .sum()
+    }
+    fn missing(&self, published: &HashSet<String>) -> usize {
         let calls = self.calls.lock().unwrap();
-        acked.iter().filter(|id| !calls.contains_key(*id)).count()
+        published
+            .iter()
+            .filter(|id| !calls.contains_key(*id))
+            .count()
+    }
+    /// Handled, but never published by the test.
+    fn unknown(&self, published: &HashSet<String>) -> usize {
+        let calls = self.calls.lock().unwrap();
+        calls.keys().filter(|id| !published.contains(*id)).count()
+    }
+}
+
+/// The dedup store, counting every delivery that reaches it.
+struct CountingStore {
+    inner: MemoryIdempotencyStore,
+    tally: Tally,
+}
+
+#[async_trait]
+impl IdempotencyStore for CountingStore {
+    async fn begin(&self, group: &str, key: &str) -> busway_core::Result<Claim> {
+        *self
+            .tally
+            .deliveries
+            .lock()
+            .unwrap()
+            .entry(key.to_owned())
+            .or_default() += 1;
+        self.inner.begin(group, key).await
+    }
+    async fn complete(&self, group: &str, key: &str) -> busway_core::Result<()> {
+        self.inner.complete(group, key).await
+    }
+    async fn abandon(&self, group: &str, key: &str) -> busway_core::Result<()> {
+        self.inner.abandon(group, key).await
     }
 }
 
@@ -82,7 +133,10 @@ async fn start_consumer(broker: &KafkaBroker, tally: &Tally) -> ConsumerHandle {
                 delay: Duration::from_millis(200),
             },
         ))
-        .dedup(Arc::new(MemoryIdempotencyStore::default()))
+        .dedup(Arc::new(CountingStore {
+            inner: MemoryIdempotencyStore::default(),
+            tally: tally.clone(),
+        }))
         .start(handler_fn(move |m: Message| {
             let tally = tally.clone();
             async move {
@@ -100,17 +154,17 @@ async fn start_consumer(broker: &KafkaBroker, tally: &Tally) -> ConsumerHandle {
 }
 
 /// Publishes `MESSAGES` messages, retrying a failed publish with the same message (the client
-/// was disturbed, not the message bad); returns the ids `publish` acknowledged.
+/// was disturbed, not the message bad) until it is acknowledged; returns the ids published.
 async fn publish_all(broker: &KafkaBroker, during: impl Fn(usize)) -> HashSet<String> {
-    let mut acked = HashSet::new();
+    let mut published = HashSet::new();
     // Ten at a time, so that added latency does not make the test crawl.
     for chunk in (0..MESSAGES).collect::<Vec<_>>().chunks(10) {
         for &i in chunk {
             during(i);
         }
-        acked.extend(publish_range(broker, chunk[0]..chunk[chunk.len() - 1] + 1).await);
+        published.extend(publish_range(broker, chunk[0]..chunk[chunk.len() - 1] + 1).await);
     }
-    acked
+    published
 }
 
 async fn publish_range(broker: &KafkaBroker, range: std::ops::Range<usize>) -> Vec<String> {
@@ -136,38 +190,44 @@ async fn publish_one(broker: &KafkaBroker, i: usize) -> String {
     }
 }
 
-/// Waits for every acknowledged message, then reports and checks lost and duplicates.
+/// Waits for every published message, then reports and checks what was lost, duplicated or
+/// unknown.
 async fn settle_and_check(
     name: &str,
     consumer: ConsumerHandle,
     tally: &Tally,
-    acked: &HashSet<String>,
+    published: &HashSet<String>,
 ) {
+    assert_eq!(
+        published.len(),
+        MESSAGES,
+        "{name}: the test publishes distinct ids"
+    );
     let deadline = Instant::now() + Duration::from_secs(90);
-    while tally.missing(acked) > 0 && Instant::now() < deadline {
+    while tally.missing(published) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Late duplicates would show up now.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let report = consumer.shutdown().await.expect("shutdown");
-    let lost = tally.missing(acked);
+    let lost = tally.missing(published);
     let duplicates = tally.duplicates();
+    let unknown = tally.unknown(published);
+    let repeated = tally.repeated_deliveries();
     println!(
-        "fault {name}: published {} acknowledged {} handled {} lost {lost} duplicates behind dedup {duplicates} (deliveries received {})",
-        MESSAGES,
-        acked.len(),
+        "fault {name}: published {MESSAGES} handled {} lost {lost} duplicated behind dedup {duplicates} unknown {unknown} repeated deliveries {repeated} (deliveries received {})",
         tally.distinct(),
         report.stats.received
     );
-    assert_eq!(
-        acked.len(),
-        MESSAGES,
-        "{name}: every publish must eventually be acknowledged"
-    );
-    assert_eq!(lost, 0, "{name}: acknowledged messages were lost");
+    assert_eq!(lost, 0, "{name}: published messages were lost");
     assert_eq!(
         duplicates, 0,
         "{name}: duplicates reached the handler behind dedup"
+    );
+    assert_eq!(unknown, 0, "{name}: handled messages nobody published");
+    assert!(
+        report.stats.received as usize >= MESSAGES + repeated,
+        "{name}: the runtime counted fewer deliveries than reached dedup"
     );
     // The subscription leaves its group in the background; the mock cluster must outlive that.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -197,14 +257,14 @@ impl Run {
     }
 
     /// Waits for every acknowledged message, then checks that none was lost or duplicated.
-    async fn check(self, name: &str, acked: &HashSet<String>) {
+    async fn check(self, name: &str, published: &HashSet<String>) {
         let Self {
             mock,
             broker,
             tally,
             consumer,
         } = self;
-        settle_and_check(name, consumer, &tally, acked).await;
+        settle_and_check(name, consumer, &tally, published).await;
         // The cluster goes last: clients on it shut down while it still answers.
         drop(broker);
         drop(mock);
@@ -215,7 +275,7 @@ impl Run {
 async fn transient_produce_errors() {
     let run = Run::start().await;
     let (mock, broker) = (&run.mock, &run.broker);
-    let acked = publish_all(broker, |i| {
+    let published = publish_all(broker, |i| {
         if i % 50 == 10 {
             mock.request_errors(
                 RDKafkaApiKey::Produce,
@@ -228,14 +288,14 @@ async fn transient_produce_errors() {
         }
     })
     .await;
-    run.check("transient produce errors", &acked).await;
+    run.check("transient produce errors", &published).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_fetch_and_commit_errors() {
     let run = Run::start().await;
     let (mock, broker) = (&run.mock, &run.broker);
-    let acked = publish_all(broker, |i| {
+    let published = publish_all(broker, |i| {
         if i % 50 == 10 {
             mock.request_errors(
                 RDKafkaApiKey::Fetch,
@@ -255,14 +315,14 @@ async fn transient_fetch_and_commit_errors() {
         }
     })
     .await;
-    run.check("transient fetch/commit errors", &acked).await;
+    run.check("transient fetch/commit errors", &published).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_changes_and_not_leader_errors() {
     let run = Run::start().await;
     let (mock, broker) = (&run.mock, &run.broker);
-    let acked = publish_all(broker, |i| {
+    let published = publish_all(broker, |i| {
         if i % 60 == 20 {
             let leader = (i / 60) as i32 % 3 + 1;
             for p in 0..PARTITIONS {
@@ -280,26 +340,26 @@ async fn leader_changes_and_not_leader_errors() {
         }
     })
     .await;
-    run.check("leader change / NOT_LEADER", &acked).await;
+    run.check("leader change / NOT_LEADER", &published).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_then_up() {
     let run = Run::start().await;
     let (mock, broker) = (&run.mock, &run.broker);
-    let mut acked = HashSet::new();
+    let mut published = HashSet::new();
     // Each broker in turn goes down for 3 s while publishing goes on, then comes back.
     for (round, id) in [1, 2, 3].into_iter().enumerate() {
         let base = round * 100;
-        acked.extend(publish_range(broker, base..base + 30).await);
+        published.extend(publish_range(broker, base..base + 30).await);
         mock.broker_down(id).expect("broker down");
         let (during, ()) = tokio::join!(publish_range(broker, base + 30..base + 100), async {
             tokio::time::sleep(Duration::from_secs(3)).await;
             mock.broker_up(id).expect("broker up");
         });
-        acked.extend(during);
+        published.extend(during);
     }
-    run.check("broker down then up", &acked).await;
+    run.check("broker down then up", &published).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,7 +370,7 @@ async fn added_latency() {
         mock.broker_round_trip_time(id, Duration::from_millis(150))
             .expect("latency");
     }
-    let acked = publish_all(broker, |_| {}).await;
-    run.check("added latency (150 ms per request)", &acked)
+    let published = publish_all(broker, |_| {}).await;
+    run.check("added latency (150 ms per request)", &published)
         .await;
 }

@@ -1,6 +1,7 @@
-//! Interop with a Kafka client nobody here wrote: Python's confluent-kafka (installed by
-//! `scripts/test`, path in `BUSWAY_KAFKA_PYTHON`). busway reads the CloudEvents it produces, in
-//! binary and structured mode, and it reads busway's, attributes intact.
+//! Interop with a Kafka client nobody here wrote: Python's confluent-kafka and the official
+//! CloudEvents SDK for Python (installed by `scripts/test`, path in `BUSWAY_KAFKA_PYTHON`).
+//! busway reads the CloudEvents they produce, in binary and structured mode, and they read
+//! busway's, attributes intact.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -211,6 +212,114 @@ async fn confluent_kafka_python_reads_ours_and_we_read_theirs() {
     assert_eq!(headers["ce_correlationid"], "corr-9");
     assert_eq!(headers["ce_tenant"], "acme");
     assert_eq!(headers["content-type"], "application/json");
+}
+
+/// Runs interop.py in `mode` on `topic` with `input` on stdin; returns its JSON output.
+async fn run_python(
+    mode: &str,
+    bootstrap: &str,
+    topic: &str,
+    extra: &[&str],
+    input: &str,
+) -> Value {
+    let mut child = Command::new(python())
+        .args([script().as_str(), mode, bootstrap, topic])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "python {mode} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("python output")
+}
+
+/// The official SDK's Kafka binding moves `partitionkey` to the record key and writes no
+/// `ce_partitionkey` header: busway reads the key as the partition key, and the SDK reads
+/// busway's records back with theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_and_busway_agree_on_the_partition_key() {
+    let broker = common::shared_broker().await;
+    let bootstrap = broker.config().bootstrap_servers.clone();
+
+    // SDK -> busway.
+    let theirs = unique("interop-sdk-in");
+    let mut sub = broker
+        .subscribe(
+            &theirs,
+            "busway",
+            SubscribeOptions::default().start(StartPosition::Earliest),
+        )
+        .await
+        .expect("subscribe");
+    let events = json!([{
+        "attributes": {
+            "specversion": "1.0", "id": "sdk-1", "source": "urn:python-sdk",
+            "type": "com.example.order.placed", "subject": "orders/77",
+            "time": "2026-01-01T00:00:00Z", "datacontenttype": "application/json",
+            "partitionkey": "customer-77"
+        },
+        "data_b64": b64(br#"{"order":77}"#)
+    }]);
+    let produced = run_python("produce-sdk", &bootstrap, &theirs, &[], &events.to_string()).await;
+    let record = &produced[0];
+    assert_eq!(
+        record["key"], "customer-77",
+        "the SDK puts the partition key in the key"
+    );
+    assert!(
+        record["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h[0] != "ce_partitionkey"),
+        "this case needs a record without a ce_partitionkey header: {record}"
+    );
+    let d = next_delivery(&mut sub, Duration::from_secs(60)).await;
+    assert!(
+        d.info().decode_error.is_none(),
+        "{:?}",
+        d.info().decode_error
+    );
+    let m = d.message().clone();
+    d.ack().await.unwrap();
+    assert_eq!(m.id(), "sdk-1");
+    assert_eq!(m.partition_key(), Some("customer-77"));
+    assert_eq!(m.subject(), Some("orders/77"));
+    assert_eq!(m.datacontenttype(), Some("application/json"));
+    assert_eq!(m.data().as_ref(), br#"{"order":77}"#);
+    sub.close().await.unwrap();
+
+    // busway -> SDK, the message the SDK wrote included: published again by busway, the SDK
+    // reads the same attributes.
+    let ours = unique("interop-sdk-out");
+    let sent = Message::builder("https://example.com/shop", "com.example.shipped.v1")
+        .partition_key("customer-9")
+        .json(&json!({"parcel": 9}))
+        .unwrap()
+        .build()
+        .unwrap();
+    broker.publish(&ours, sent.clone()).await.expect("publish");
+    broker.publish(&ours, m.clone()).await.expect("publish");
+    let read = run_python("consume-sdk", &bootstrap, &ours, &["2"], "").await;
+    let read = read.as_array().unwrap();
+    assert_eq!(read.len(), 2, "the SDK read {read:?}");
+    let by_id: HashMap<&str, &Value> = read
+        .iter()
+        .map(|e| (e["attributes"]["id"].as_str().unwrap(), &e["attributes"]))
+        .collect();
+    assert_eq!(by_id[sent.id()]["partitionkey"], "customer-9");
+    assert_eq!(by_id[sent.id()]["type"], "com.example.shipped.v1");
+    assert_eq!(by_id["sdk-1"]["partitionkey"], "customer-77");
+    assert_eq!(by_id["sdk-1"]["subject"], "orders/77");
 }
 
 #[test]

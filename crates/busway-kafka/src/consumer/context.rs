@@ -23,24 +23,49 @@ pub(crate) struct Plan {
     pub(crate) start: StartPosition,
     pub(crate) ordering: Ordering,
     pub(crate) tiers: u32,
-    /// High watermarks of the topic and its scheduled topic when `subscribe` was called: with
-    /// `StartPosition::Latest`, a partition without a committed offset starts there, so that a
-    /// message published after `subscribe` returned is never skipped however late the group
-    /// assignment arrives.
+    /// When `subscribe` was called, in milliseconds since the Unix epoch.
+    pub(crate) joined_at: i64,
+    /// With `StartPosition::Latest`, taken when `subscribe` was called: the high watermarks of
+    /// the topic and the low watermarks of its scheduled topic. A topic partition without a
+    /// committed offset starts at its high watermark, so that a message published after
+    /// `subscribe` returned is never skipped however late the group assignment arrives; a
+    /// scheduled partition starts at its beginning, since a message scheduled before the group
+    /// joined may fall due after (see [`Plan::initial`]).
     pub(crate) snapshot: OnceLock<HashMap<(String, i32), i64>>,
 }
 
+/// Where a partition without a committed offset starts.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Initial {
+    /// The first offset to read; `None` is the log's beginning.
+    offset: Option<i64>,
+    /// Records published and due before this time are passed over (scheduled partitions).
+    skip_due_before: Option<i64>,
+}
+
 impl Plan {
-    /// Where a partition without a committed offset starts; `None` is the log's beginning.
-    fn initial(&self, topic: &str, partition: i32) -> Option<i64> {
+    /// Where a partition the group has never committed starts.
+    ///
+    /// With `Latest`, a group receives what is published after it joined, and every scheduled
+    /// message that falls due after it joined, wherever in the scheduled topic it lies: those
+    /// published and due before are passed over. Which member starts a scheduled partition
+    /// first fixes it with a commit; a member that later finds that commit reads on from it
+    /// without passing anything over (at worst an old scheduled message reaches the group once,
+    /// never one of its own is skipped).
+    fn initial(&self, topic: &str, partition: i32) -> Initial {
         if self.start == StartPosition::Earliest
             || !(topic == self.topic || topic == self.scheduled)
         {
-            return None;
+            return Initial::default();
         }
-        self.snapshot
+        let offset = self
+            .snapshot
             .get()
-            .and_then(|s| s.get(&(topic.to_owned(), partition)).copied())
+            .and_then(|s| s.get(&(topic.to_owned(), partition)).copied());
+        Initial {
+            offset,
+            skip_due_before: (topic == self.scheduled).then_some(self.joined_at),
+        }
     }
 
     /// Whether records of `topic` carry a due time (retry and scheduled topics).
@@ -128,8 +153,14 @@ impl KafkaContext {
                     state.partitions.insert(tp, kept);
                     continue;
                 }
+                // Without knowing the committed offset, nothing is passed over.
+                let initial = if known && committed.is_none() {
+                    self.plan.initial(topic, partition)
+                } else {
+                    Initial::default()
+                };
                 let start = if known {
-                    committed.or_else(|| self.plan.initial(topic, partition))
+                    committed.or(initial.offset)
                 } else {
                     None
                 };
@@ -153,6 +184,7 @@ impl KafkaContext {
                         generation,
                         offsets: OffsetTracker::starting_at(start),
                         committed,
+                        skip_due_before: initial.skip_due_before,
                     },
                 );
             }

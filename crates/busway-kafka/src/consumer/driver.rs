@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use busway_core::{Delivery, DeliveryInfo, Ordering};
+use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt};
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -15,12 +16,45 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::context::KafkaContext;
-use super::settle::{KafkaSettle, SettleContext};
+use super::settle::{KafkaSettle, Returned, SettleContext};
 use super::state::{GroupHandedOut, Tp};
 use crate::codec::InRecord;
+use crate::config::KafkaConfig;
 
 /// Records taken from librdkafka's queue in one go when they are already there.
 const BURST: usize = 64;
+
+/// How long a record whose handle was dropped unsettled waits before it is delivered again:
+/// a settlement that keeps failing (a refused dead letter, say) must not loop hot.
+pub(crate) const RETURN_PAUSE: Duration = Duration::from_secs(1);
+
+/// The timings a driver runs by, from the configuration.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DriverSettings {
+    pub(crate) commit_interval: Duration,
+    pub(crate) pause_after: Duration,
+    pub(crate) close_timeout: Duration,
+}
+
+impl DriverSettings {
+    pub(crate) fn new(config: &KafkaConfig) -> Self {
+        Self {
+            commit_interval: config.commit_interval,
+            pause_after: config.pause_after,
+            close_timeout: config.close_timeout,
+        }
+    }
+}
+
+/// The channels between a driver and its subscription.
+pub(crate) struct Links {
+    /// Deliveries to the subscription.
+    pub(crate) deliveries: mpsc::Sender<Tagged>,
+    /// Flips to true when the subscription closes.
+    pub(crate) close: watch::Receiver<bool>,
+    /// Records of handles dropped unsettled.
+    pub(crate) returns: mpsc::UnboundedReceiver<Returned>,
+}
 
 /// A delivery on its way to the subscription, tagged so a stale one (its partition was
 /// revoked meanwhile) can be dropped instead of handled.
@@ -37,15 +71,16 @@ struct Held {
 }
 
 pub(crate) struct Driver {
-    pub(crate) consumer: Arc<StreamConsumer<KafkaContext>>,
-    pub(crate) ctx: Arc<SettleContext>,
-    pub(crate) handed_out: Arc<GroupHandedOut>,
-    pub(crate) tx: mpsc::Sender<Tagged>,
-    pub(crate) close: watch::Receiver<bool>,
-    pub(crate) commit_interval: Duration,
-    pub(crate) pause_after: Duration,
-    pub(crate) close_timeout: Duration,
+    consumer: Arc<StreamConsumer<KafkaContext>>,
+    ctx: Arc<SettleContext>,
+    handed_out: Arc<GroupHandedOut>,
+    tx: mpsc::Sender<Tagged>,
+    close: watch::Receiver<bool>,
+    returns: mpsc::UnboundedReceiver<Returned>,
+    settings: DriverSettings,
     held: HashMap<Tp, Held>,
+    /// Records given back by dropped handles, each with the time it is delivered again.
+    returned: VecDeque<(Instant, Returned)>,
     out: VecDeque<Tagged>,
     topic_names: HashMap<String, Arc<str>>,
 }
@@ -55,40 +90,37 @@ enum Wake {
     Closed,
     Room(Option<mpsc::OwnedPermit<Tagged>>),
     Record(Option<Result<InRecord, KafkaError>>),
+    Returned(Option<Returned>),
     PauseAll,
     Due,
     Commit,
 }
 
 impl Driver {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         consumer: Arc<StreamConsumer<KafkaContext>>,
         ctx: Arc<SettleContext>,
         handed_out: Arc<GroupHandedOut>,
-        tx: mpsc::Sender<Tagged>,
-        close: watch::Receiver<bool>,
-        commit_interval: Duration,
-        pause_after: Duration,
-        close_timeout: Duration,
+        links: Links,
+        settings: DriverSettings,
     ) -> Self {
         Self {
             consumer,
             ctx,
             handed_out,
-            tx,
-            close,
-            commit_interval,
-            pause_after,
-            close_timeout,
+            tx: links.deliveries,
+            close: links.close,
+            returns: links.returns,
+            settings,
             held: HashMap::new(),
+            returned: VecDeque::new(),
             out: VecDeque::new(),
             topic_names: HashMap::new(),
         }
     }
 
     pub(crate) async fn run(mut self) {
-        let mut commit_tick = tokio::time::interval(self.commit_interval);
+        let mut commit_tick = tokio::time::interval(self.settings.commit_interval);
         commit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut full_since: Option<Instant> = None;
         let consumer = self.consumer.clone();
@@ -113,7 +145,7 @@ impl Driver {
             let can_recv = self.out.is_empty() || paused_all;
             let pause_at = full_since
                 .filter(|_| !paused_all)
-                .map(|t| t + self.pause_after);
+                .map(|t| t + self.settings.pause_after);
             let next_due = self.next_due();
             let wake = {
                 let tx = self.tx.clone();
@@ -125,6 +157,7 @@ impl Driver {
                     () = tx.closed() => Wake::Closed,
                     permit = tx.clone().reserve_owned(), if want_room => Wake::Room(permit.ok()),
                     r = stream.next(), if can_recv => Wake::Record(r.map(|r| r.map(|m| InRecord::from_borrowed(&m)))),
+                    r = self.returns.recv() => Wake::Returned(r),
                     () = sleep_until(pause_at), if pause_at.is_some() => Wake::PauseAll,
                     () = sleep_until(next_due), if next_due.is_some() => Wake::Due,
                     _ = commit_tick.tick() => Wake::Commit,
@@ -151,6 +184,11 @@ impl Driver {
                 }
                 Wake::Record(Some(Err(e))) => log_consume_error(&self.ctx.plan.group, &e),
                 Wake::Record(None) => break,
+                Wake::Returned(Some(r)) => {
+                    self.returned.push_back((Instant::now() + RETURN_PAUSE, r))
+                }
+                // The handles' context holds a sender as long as this driver lives.
+                Wake::Returned(None) => {}
                 Wake::PauseAll => self.set_paused_all(true),
                 Wake::Due => {}
                 Wake::Commit => self.commit(CommitMode::Async),
@@ -187,6 +225,13 @@ impl Driver {
             if !p.offsets.received(record.offset) {
                 return;
             }
+            if p.skip_due_before
+                .is_some_and(|joined| record.is_before_group(joined))
+            {
+                // Scheduled, and due, before the group joined: not the group's.
+                p.offsets.done(record.offset);
+                return;
+            }
             p.generation
         };
         if let Some(held) = self.held.get_mut(&tp)
@@ -216,8 +261,15 @@ impl Driver {
         self.enqueue(tp, generation, record);
     }
 
-    /// Moves held records that became due to the outgoing queue; resumes emptied partitions.
+    /// Moves held and returned records that became due to the outgoing queue; resumes emptied
+    /// partitions.
     fn release_due(&mut self) {
+        let now = Instant::now();
+        while self.returned.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, r)) = self.returned.pop_front() {
+                self.deliver_again(r);
+            }
+        }
         if self.held.is_empty() {
             return;
         }
@@ -253,26 +305,61 @@ impl Driver {
     }
 
     fn next_due(&self) -> Option<Instant> {
-        let due = self
+        let held = self
             .held
             .values()
             .filter_map(|h| h.records.front().map(|(d, _)| *d))
-            .min()?;
-        let wait = u64::try_from(due - now_millis()).unwrap_or(0);
-        Some(Instant::now() + Duration::from_millis(wait))
+            .min()
+            .map(|due| {
+                let wait = u64::try_from(due - now_millis()).unwrap_or(0);
+                Instant::now() + Duration::from_millis(wait)
+            });
+        let returned = self.returned.front().map(|(at, _)| *at);
+        held.into_iter().chain(returned).min()
     }
 
-    /// Turns a record into a delivery and queues it for the subscription.
+    /// Delivers a record given back by a dropped handle again, its attempt counted, unless its
+    /// partition went elsewhere meanwhile (the new owner reads it from the committed offset).
+    fn deliver_again(&mut self, r: Returned) {
+        if !self.ctx.shared.is_current(&r.tp, r.generation) {
+            return;
+        }
+        tracing::debug!(topic = %r.tp.0, partition = r.tp.1, offset = r.record.offset, attempt = r.attempt, "delivering a record again after its delivery was dropped unsettled");
+        let first_failure = r.first_failure.unwrap_or_else(Utc::now);
+        self.deliver(
+            r.tp,
+            r.generation,
+            r.record,
+            r.attempt.saturating_add(1),
+            Some(first_failure),
+        );
+    }
+
+    /// Turns a fetched record into a delivery and queues it for the subscription.
     fn enqueue(&mut self, tp: Tp, generation: u64, record: InRecord) {
-        let plan = &self.ctx.plan;
         let again = self.handed_out.hand_out(&tp, record.offset);
         let attempt = record.attempt().saturating_add(u32::from(again));
+        let first_failure = record.first_failure();
+        self.deliver(tp, generation, record, attempt, first_failure);
+    }
+
+    fn deliver(
+        &mut self,
+        tp: Tp,
+        generation: u64,
+        record: InRecord,
+        attempt: u32,
+        first_failure: Option<DateTime<Utc>>,
+    ) {
+        let plan = &self.ctx.plan;
         let (message, decode_error) = match record.decode() {
             Ok(m) => (m, None),
             Err(e) => match record.placeholder() {
                 Some(m) => (m, Some(e)),
                 None => {
-                    tracing::error!(topic = %record.topic, offset = record.offset, "cannot represent an undecodable record; skipping it");
+                    // Unreachable (the placeholder's attributes are constant and valid); the
+                    // record stays in flight rather than being skipped.
+                    tracing::error!(topic = %record.topic, offset = record.offset, "cannot represent an undecodable record; its partition's commits stop here");
                     return;
                 }
             },
@@ -289,7 +376,7 @@ impl Driver {
             topic: plan.topic.clone(),
             group: plan.group.clone(),
             attempt,
-            first_failure: record.first_failure(),
+            first_failure,
             decode_error,
             ordering_key: Some(ordering_key),
         };
@@ -300,6 +387,8 @@ impl Driver {
             generation,
             record,
             attempt,
+            first_failure,
+            settled: false,
         };
         self.out.push_back(Tagged {
             tp,
@@ -372,11 +461,12 @@ impl Driver {
     async fn shutdown(mut self) {
         // Never handed out: dropping them releases them; their offsets stay uncommitted.
         self.out.clear();
+        self.returned.clear();
         self.held.clear();
         self.ctx.shared.lock().held.clear();
         self.set_paused_all(true);
-        let deadline = Instant::now() + self.close_timeout;
-        let mut commit_tick = tokio::time::interval(self.commit_interval);
+        let deadline = Instant::now() + self.settings.close_timeout;
+        let mut commit_tick = tokio::time::interval(self.settings.commit_interval);
         loop {
             if self.ctx.shared.lock().outstanding == 0 {
                 break;

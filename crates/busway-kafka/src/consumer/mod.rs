@@ -16,12 +16,12 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio::sync::{mpsc, watch};
 
 use self::context::{KafkaContext, Plan};
-use self::driver::{Driver, Tagged};
+use self::driver::{Driver, DriverSettings, Links, Tagged};
 use self::settle::SettleContext;
 pub(crate) use self::state::HandedOut;
 use self::state::Shared;
 use crate::broker::Inner;
-use crate::error::classify;
+use crate::error::{classify, creating};
 use crate::names;
 
 /// Joins `group` on `topic` and starts the driver task.
@@ -53,6 +53,7 @@ pub(crate) async fn subscribe(
         start: options.start,
         ordering: options.ordering,
         tiers: config.retry_tiers,
+        joined_at: chrono::Utc::now().timestamp_millis(),
         snapshot: OnceLock::new(),
     });
     let context = KafkaContext {
@@ -63,13 +64,16 @@ pub(crate) async fn subscribe(
     let consumer: StreamConsumer<KafkaContext> = config
         .consumer_config(topic, group)
         .create_with_context(context)
-        .map_err(|e| classify("creating the consumer", e))?;
+        .map_err(|e| creating(config, "creating the consumer", e))?;
     let consumer = Arc::new(consumer);
 
     if options.start == StartPosition::Latest {
         let snapshot = snapshot(
             &consumer,
-            &[topic.to_owned(), scheduled.clone()],
+            &[
+                (topic.to_owned(), Mark::High),
+                (scheduled.clone(), Mark::Low),
+            ],
             config.request_timeout,
         )
         .await?;
@@ -83,21 +87,24 @@ pub(crate) async fn subscribe(
 
     let (tx, rx) = mpsc::channel(options.prefetch.max(1));
     let (close_tx, close_rx) = watch::channel(false);
+    let (returns_tx, returns_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(SettleContext {
         shared: shared.clone(),
         plan,
         producer: inner.producer.clone(),
+        returns: returns_tx,
     });
     let mut assigned = shared.assigned.subscribe();
     let driver = Driver::new(
         consumer,
         ctx,
         inner.handed_out.group(group),
-        tx,
-        close_rx,
-        config.commit_interval,
-        config.pause_after,
-        config.close_timeout,
+        Links {
+            deliveries: tx,
+            close: close_rx,
+            returns: returns_rx,
+        },
+        DriverSettings::new(config),
     );
     tokio::spawn(driver.run());
     // Members that share a group should share its partitions from their first message on.
@@ -118,17 +125,25 @@ pub(crate) async fn subscribe(
     }))
 }
 
-/// High watermarks of every partition of `topics` (topics that do not exist have none).
+/// Which end of a partition a snapshot takes.
+#[derive(Clone, Copy)]
+enum Mark {
+    Low,
+    High,
+}
+
+/// The low or high watermark of every partition of each topic (topics that do not exist have
+/// none).
 async fn snapshot(
     consumer: &Arc<StreamConsumer<KafkaContext>>,
-    topics: &[String],
+    topics: &[(String, Mark)],
     timeout: std::time::Duration,
 ) -> Result<HashMap<(String, i32), i64>> {
     let consumer = consumer.clone();
     let topics = topics.to_vec();
     tokio::task::spawn_blocking(move || {
         let mut marks = HashMap::new();
-        for topic in topics {
+        for (topic, mark) in topics {
             let metadata = consumer
                 .fetch_metadata(Some(&topic), timeout)
                 .map_err(|e| classify(&format!("reading metadata of {topic}"), e))?;
@@ -139,10 +154,14 @@ async fn snapshot(
                 .flat_map(|t| t.partitions().iter().map(|p| p.id()))
                 .collect();
             for p in partitions {
-                let (_, high) = consumer
+                let (low, high) = consumer
                     .fetch_watermarks(&topic, p, timeout)
                     .map_err(|e| classify(&format!("reading offsets of {topic}"), e))?;
-                marks.insert((topic.clone(), p), high);
+                let at = match mark {
+                    Mark::Low => low,
+                    Mark::High => high,
+                };
+                marks.insert((topic.clone(), p), at);
             }
         }
         Ok(marks)

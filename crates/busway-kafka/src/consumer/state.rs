@@ -20,6 +20,10 @@ pub(crate) struct Partition {
     pub(crate) offsets: OffsetTracker,
     /// The last offset the broker confirmed as committed.
     pub(crate) committed: Option<i64>,
+    /// For a scheduled partition this member started with no committed offset under
+    /// `StartPosition::Latest`: records published and due before this time (ms since the
+    /// epoch), when the group joined, are not the group's and are passed over.
+    pub(crate) skip_due_before: Option<i64>,
 }
 
 #[derive(Default)]
@@ -108,17 +112,21 @@ impl Shared {
         self.lock().generation(tp) == Some(generation)
     }
 
-    /// Marks a record done, if its partition is still ours in the same generation.
-    pub(crate) fn done(&self, tp: &Tp, generation: u64, offset: i64) {
+    /// Marks a record done, if its partition is still ours in the same generation; false when
+    /// it is not (the record will be read again by the partition's next owner).
+    pub(crate) fn done(&self, tp: &Tp, generation: u64, offset: i64) -> bool {
         let mut state = self.lock();
         let state = &mut *state;
-        if let Some(p) = state
+        match state
             .partitions
             .get_mut(tp)
             .or_else(|| state.retained.get_mut(tp))
-            && p.generation == generation
         {
-            p.offsets.done(offset);
+            Some(p) if p.generation == generation => {
+                p.offsets.done(offset);
+                true
+            }
+            _ => false,
         }
     }
 

@@ -69,30 +69,53 @@ pub fn tansu_bin() -> PathBuf {
 /// survives [`Tansu::restart`].
 pub struct Tansu {
     pub port: u16,
+    /// Where clients are told to connect, when not straight to `port` (a proxy in front).
+    advertised: Option<std::net::SocketAddr>,
     dir: PathBuf,
     child: Option<Child>,
 }
 
 impl Tansu {
     pub async fn start() -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("busway-tansu-{port}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("tansu data dir");
-        let mut t = Self {
-            port,
-            dir,
-            child: None,
-        };
+        Self::start_advertising(None).await
+    }
+
+    /// A broker on `port` that tells clients to connect to `advertised` instead (a proxy that
+    /// forwards to `port`), so that every connection of every client goes through it.
+    pub async fn start_behind(port: u16, advertised: std::net::SocketAddr) -> Self {
+        let mut t = Self::new(port, Some(advertised));
         t.spawn().await;
         t
     }
 
+    async fn start_advertising(advertised: Option<std::net::SocketAddr>) -> Self {
+        let mut t = Self::new(free_port(), advertised);
+        t.spawn().await;
+        t
+    }
+
+    fn new(port: u16, advertised: Option<std::net::SocketAddr>) -> Self {
+        let dir = std::env::temp_dir().join(format!("busway-tansu-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tansu data dir");
+        Self {
+            port,
+            advertised,
+            dir,
+            child: None,
+        }
+    }
+
+    /// Where clients bootstrap from.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        match self.advertised {
+            Some(addr) => addr.to_string(),
+            None => format!("127.0.0.1:{}", self.port),
+        }
     }
 
     async fn spawn(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://{}", self.bootstrap());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -105,7 +128,7 @@ impl Tansu {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .stdin(Stdio::null())
@@ -138,7 +161,7 @@ impl Drop for Tansu {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -166,4 +189,106 @@ pub fn init_logs() {
             .with_test_writer()
             .try_init();
     }
+}
+
+/// The committed offset of each partition of `topic` in Kafka group `group_id`, next to the
+/// partition's high watermark: `(partition, committed, high)`.
+pub fn commits(bootstrap: &str, group_id: &str, topic: &str) -> Vec<(i32, Option<i64>, i64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("offset reader");
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .expect("metadata");
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, timeout)
+        .expect("committed offsets");
+    partitions
+        .into_iter()
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, timeout)
+                .expect("watermarks");
+            let c = match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            };
+            (p, c, high)
+        })
+        .collect()
+}
+
+/// Whether group `group_id` has committed every record of `topic` written so far (tansu's
+/// high watermark may read short, never long: see [`count_records`]).
+pub fn committed_everything(bootstrap: &str, group_id: &str, topic: &str) -> bool {
+    commits(bootstrap, group_id, topic)
+        .iter()
+        .all(|(_, committed, high)| *high == 0 || committed.is_some_and(|c| c >= *high))
+}
+
+/// The records of `topic`, counted by reading it to its end. tansu 0.6's in-memory storage
+/// answers a "latest offset" request with the first offset of the newest record batch plus one,
+/// so watermarks undercount topics written in batches of several records.
+pub fn count_records(bootstrap: &str, topic: &str) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::KafkaError;
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "busway-test-counter")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("record counter");
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .expect("metadata");
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let (mut count, mut ended) = (0, std::collections::HashSet::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while ended.len() < partitions.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reading {topic} to its end took too long"
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(_)) => count += 1,
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                ended.insert(p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    count
 }
