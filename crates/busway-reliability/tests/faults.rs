@@ -57,9 +57,19 @@ fn rabbitmq_env(url: &str) -> Vec<(&'static str, String)> {
 }
 
 fn kafka_env(bootstrap: &str) -> Vec<(&'static str, String)> {
+    // tansu 0.6 answers a fetch that starts inside a record batch with the batches after it,
+    // skipping the rest of that batch (Kafka returns the whole batch). A consumer fetches from
+    // inside a batch after pausing for backpressure, so on tansu the producer writes one record
+    // per batch. See RELIABILITY.md.
+    let config = std::env::temp_dir().join(format!(
+        "busway-reliability-kafka-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&config, "[kafka.extra]\n\"batch.num.messages\" = \"1\"\n").unwrap();
     vec![
         ("BUSWAY_BROKER", "kafka".into()),
         ("BUSWAY_KAFKA__BOOTSTRAP_SERVERS", bootstrap.into()),
+        ("BUSWAY_CONFIG", config.display().to_string()),
     ]
 }
 

@@ -222,8 +222,14 @@ impl Driver {
                 // Fetched just before its partition was revoked: the new owner reads it.
                 return;
             };
+            let expected = p.offsets.next_fetch();
             if !p.offsets.received(record.offset) {
                 return;
+            }
+            if expected.is_some_and(|e| e != record.offset) {
+                // Legitimate in Kafka logs (compaction, transaction markers); anything else
+                // would be a record skipped, so it is worth seeing.
+                tracing::debug!(topic = %record.topic, partition = record.partition, offset = record.offset, ?expected, "offset gap");
             }
             if p.skip_due_before
                 .is_some_and(|joined| record.is_before_group(joined))
