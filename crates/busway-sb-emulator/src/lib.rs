@@ -23,10 +23,12 @@ mod connection;
 mod entity;
 pub mod error;
 mod filter;
-mod flow_fix;
+#[doc(hidden)]
+pub mod fuzzing;
 mod link;
 mod management;
 mod server;
+mod wire;
 
 pub use config::{
     CorrelationFilter, DuplicateDetection, EntityProperties, NamespaceConfig, QueueConfig,

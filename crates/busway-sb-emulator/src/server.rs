@@ -183,7 +183,7 @@ async fn accept_loop(
     let acceptor = Arc::new(
         ConnectionAcceptor::builder()
             .container_id("busway-sb-emulator")
-            .max_frame_size(65_536)
+            .max_frame_size(crate::wire::MAX_FRAME_SIZE)
             .sasl_acceptor(SaslAnonymousMechanism::new())
             .build(),
     );

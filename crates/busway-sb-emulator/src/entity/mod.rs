@@ -14,6 +14,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use fe2o3_amqp_types::messaging::MessageId;
 use tokio::sync::watch;
 
 use crate::{
@@ -165,6 +166,7 @@ pub(crate) struct Source {
 pub(crate) enum Acquired {
     Message {
         token: [u8; 16],
+        seq: i64,
         message: Box<AmqpMessage>,
     },
     Empty,
@@ -513,6 +515,7 @@ impl Broker {
         let Some(message) = queue.lock(source.sub, seq, lock) else {
             return Acquired::Empty;
         };
+        tracing::trace!(entity = %source.key, seq, link, "acquired");
         let wire = message.to_wire(Some(&lock), !receive_and_delete);
         state.locks.insert(
             lock.token,
@@ -524,8 +527,20 @@ impl Broker {
         );
         Acquired::Message {
             token: lock.token,
+            seq,
             message: Box::new(wire),
         }
+    }
+
+    /// Whether a message with a lower sequence number than `seq` is available to the receiver.
+    pub fn available_before(&self, source: &Source, session: Option<&str>, seq: i64) -> bool {
+        let now = now_ms();
+        let state = self.lock();
+        state
+            .queues
+            .get(&source.key)
+            .and_then(|q| q.next_available(source.sub, session, now))
+            .is_some_and(|first| first < seq)
     }
 
     /// The message taken by [`Broker::acquire`] reached the client.
@@ -561,6 +576,7 @@ impl Broker {
     ) -> Result<(), OpError> {
         let now = now_ms();
         let mut state = self.lock();
+        tracing::trace!(?disposition, ?link, "settle");
         let result = state.settle(token, link, disposition, now);
         drop(state);
         self.notify();
@@ -992,7 +1008,7 @@ impl State {
     fn accept_new(
         &mut self,
         target: &Target,
-        message: AmqpMessage,
+        mut message: AmqpMessage,
         now: i64,
         scheduled_ms: Option<i64>,
         deduplicate: bool,
@@ -1030,6 +1046,14 @@ impl State {
                     queue.path
                 )));
             }
+        }
+        if message_id.is_none() {
+            // Service Bus gives a message sent without MessageId one of its own (a GUID without
+            // dashes); receivers and the official SDKs rely on every message having one.
+            message
+                .properties
+                .get_or_insert_with(Default::default)
+                .message_id = Some(MessageId::String(uuid::Uuid::new_v4().simple().to_string()));
         }
         let seq = side.take_seq();
         let size = encode(message.clone()).len();
