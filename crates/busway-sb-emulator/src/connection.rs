@@ -17,7 +17,7 @@ use fe2o3_amqp_types::{
     definitions::{Fields, ReceiverSettleMode, Role, SenderSettleMode},
     messaging::{DeliveryState, TargetArchetype},
     performatives::Attach,
-    primitives::{Symbol, Timestamp, Value},
+    primitives::{Symbol, Value},
 };
 use serde_amqp::{described::Described, descriptor::Descriptor};
 use tokio::{
@@ -443,18 +443,26 @@ async fn accept_session_link(
     locked_until: i64,
 ) {
     if let Some(filter) = attach.source.as_mut().and_then(|s| s.filter.as_mut()) {
-        filter.insert(
-            Symbol::from(SESSION_FILTER),
+        // The source comes back with the session id filled in, in the shape the client used:
+        // the official SDKs send (and read back) a plain string, azservicebus a described one.
+        let described = matches!(filter.get(SESSION_FILTER), Some(Value::Described(_)));
+        let value = if described {
             Value::Described(Box::new(Described {
                 descriptor: Descriptor::Code(SESSION_FILTER_CODE),
                 value: Value::String(id.clone()),
-            })),
-        );
+            }))
+        } else {
+            Value::String(id.clone())
+        };
+        filter.insert(Symbol::from(SESSION_FILTER), value);
     }
+    // Service Bus states the session lock's expiry as .NET ticks (a long), which is what the
+    // official SDKs decode; azservicebus 0.25 only understands a timestamp here and then reports
+    // 0001-01-01 (it learns the real expiry from renew-session-lock).
     let mut properties = Fields::default();
     properties.insert(
         Symbol::from(LOCKED_UNTIL_UTC),
-        Value::Timestamp(Timestamp::from_milliseconds(locked_until)),
+        Value::Long(dotnet_ticks(locked_until)),
     );
     let acceptor = LinkAcceptor::builder().properties(properties).build();
     let broker = ctx.conn.shared.broker.clone();
@@ -491,6 +499,14 @@ fn incoming_acceptor() -> DefaultLinkAcceptor {
         .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
         .fallback_receiver_settle_mode(ReceiverSettleMode::First)
         .build()
+}
+
+/// .NET `DateTime` ticks (100 ns since 0001-01-01) of a Unix time in milliseconds.
+fn dotnet_ticks(unix_ms: i64) -> i64 {
+    const UNIX_EPOCH_TICKS: i64 = 621_355_968_000_000_000;
+    unix_ms
+        .saturating_mul(10_000)
+        .saturating_add(UNIX_EPOCH_TICKS)
 }
 
 async fn accept_receiver<FS, FT>(

@@ -126,7 +126,7 @@ pub(crate) fn unpack(
         .collect()
 }
 
-/// Sends queued replies, pre-settled, on a `$cbs` / `$management` reply link.
+/// Sends queued replies on a `$cbs` / `$management` reply link.
 pub(crate) async fn reply_loop(
     mut sender: Sender,
     mut replies: mpsc::UnboundedReceiver<Reply>,
@@ -136,10 +136,16 @@ pub(crate) async fn reply_loop(
         tokio::select! {
             reply = replies.recv() => match reply {
                 Some(reply) => {
+                    // Pre-settled where the link allows it. Where the client asked for unsettled
+                    // replies (pyamqp does) it may never settle them, so the outcome is not
+                    // awaited: waiting would hold every later reply back.
                     let sendable = Sendable::builder().message(reply).settled(true).build();
-                    if let Err(error) = sender.send(sendable).await {
-                        tracing::debug!(%error, "reply link ended");
-                        break;
+                    match sender.send_batchable(sendable).await {
+                        Ok(outcome) => drop(outcome),
+                        Err(error) => {
+                            tracing::debug!(%error, "reply link ended");
+                            break;
+                        }
                     }
                 }
                 None => break,
