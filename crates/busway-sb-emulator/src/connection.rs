@@ -298,10 +298,17 @@ async fn route(
                 if !authorized(ctx, &path) {
                     return reject(attach, session, unauthorized(&path)).await;
                 }
-                // No max-message-size on the link: an oversized message is received and rejected
-                // with message-size-exceeded, so the client gets an outcome instead of a dead link.
-                if let Some(receiver) = accept_receiver(incoming_acceptor(), attach, session).await
-                {
+                // The link states the message size limit, as Service Bus does: the official SDKs
+                // size their batches by it (@azure/service-bus does not recognise a batch
+                // without it). A client that sends more anyway gets the message rejected with
+                // message-size-exceeded and keeps a usable link.
+                let max =
+                    u64::try_from(shared.broker.limits().max_message_bytes).unwrap_or(u64::MAX);
+                let acceptor = incoming_acceptor()
+                    .into_builder()
+                    .max_message_size(max)
+                    .build();
+                if let Some(receiver) = accept_receiver(acceptor, attach, session).await {
                     let handler = link::entity_handler(shared.broker.clone(), target);
                     tokio::spawn(link::receive_loop(receiver, shutdown, handler));
                 }

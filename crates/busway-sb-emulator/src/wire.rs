@@ -23,7 +23,9 @@
 //!    as the tag, so the shim replaces it with the token the message carries in its
 //!    `x-opt-lock-token` delivery annotation. Tags are not referenced by dispositions (those use
 //!    delivery ids), so fe2o3's own bookkeeping is unaffected. A transfer that grows past the
-//!    peer's max-frame-size is split into two transfer frames.
+//!    peer's max-frame-size is split into two transfer frames. The message header is written
+//!    with all five fields, as Service Bus does: fe2o3 omits trailing default fields, so a first
+//!    delivery's `delivery-count` of 0 would reach the official SDKs as "absent".
 //! 4. **Answers settlements with the service's verdict.** Peek-lock receivers use rcv-settle-mode
 //!    `second`: they send their outcome unsettled and wait for the service to settle it, and
 //!    Service Bus settles with the outcome it applied (a dead-letter as `rejected` without error)
@@ -33,6 +35,12 @@
 //!    wait for it (both official SDKs) time out. The shim therefore settles such dispositions
 //!    with the broker itself, writes the answer, and hands fe2o3 the disposition marked settled so
 //!    it forgets the delivery without answering.
+//! 5. **Holds frames of a session until it is mapped.** Clients pipeline a begin and the attaches
+//!    of the new session without waiting for the answer. fe2o3's acceptor maps the client's
+//!    channel only when it sends its own begin, and closes the whole connection with a bare
+//!    `amqp:not-found` when a frame arrives on an unmapped channel (pyamqp then fails with an
+//!    `IndexError`). The shim keeps such frames back (at most [`MAX_HELD_BYTES`]) until the
+//!    emulator's begin for that channel has been written.
 
 use std::{
     collections::HashMap,
@@ -44,7 +52,7 @@ use std::{
 use fe2o3_amqp_types::{
     definitions::Error as AmqpError,
     definitions::{DeliveryTag, Role},
-    messaging::{DeliveryState, Rejected},
+    messaging::{DeliveryState, Header, Rejected},
     performatives::{Attach, Begin, Disposition, Flow, Open, Transfer},
     primitives::Value,
 };
@@ -70,6 +78,8 @@ const DISPOSITION: u8 = 0x15;
 const HEADER_SECTION: u8 = 0x70;
 const DELIVERY_ANNOTATIONS_SECTION: u8 = 0x71;
 const LOCK_TOKEN: &str = "x-opt-lock-token";
+/// Most bytes a client may pipeline on sessions the emulator has not answered yet.
+const MAX_HELD_BYTES: usize = 1024 * 1024;
 /// Nesting bound when measuring encoded values: deeper input is treated as unreadable.
 const MAX_DEPTH: usize = 32;
 
@@ -87,6 +97,9 @@ pub enum FrameError {
     /// The size field is smaller than a frame header.
     #[error("frame size {0} is smaller than the 8-byte frame header")]
     TooSmall(u32),
+    /// The client pipelined too much on sessions not yet answered.
+    #[error("more than {0} bytes pipelined on unanswered sessions")]
+    TooMuchPipelined(usize),
     /// The data offset is below the header or beyond the frame.
     #[error("frame data offset {doff} is invalid for a frame of {size} bytes")]
     BadOffset {
@@ -174,6 +187,16 @@ impl Splitter {
     }
 }
 
+/// Whether a unit is a begin starting a session on the client's side (no remote channel).
+fn is_client_begin(unit: &Unit) -> bool {
+    let Unit::Frame { raw, body_at } = unit else {
+        return false;
+    };
+    descriptor(&raw[*body_at..]) == Some(BEGIN)
+        && serde_amqp::from_slice::<Begin>(&raw[*body_at..])
+            .is_ok_and(|begin| begin.remote_channel.is_none())
+}
+
 fn descriptor(body: &[u8]) -> Option<u8> {
     // described(0x00) smallulong(0x53) code
     (body.len() >= 3 && body[0] == 0x00 && body[1] == 0x53).then(|| body[2])
@@ -237,6 +260,39 @@ fn lock_token_of(payload: &[u8]) -> Option<[u8; 16]> {
     }
 }
 
+/// A message's bytes with its header section written with every field present (see the module
+/// docs). fe2o3 leaves out a header whose fields are all defaults; such a message gets the
+/// default header. `None` when the bytes do not start with a readable message section.
+pub(crate) fn explicit_header(message: &[u8]) -> Option<Vec<u8>> {
+    let (header, rest) = match descriptor(message)? {
+        HEADER_SECTION => {
+            let len = value_len(message, 0)?;
+            let header = serde_amqp::from_slice::<Header>(&message[..len]).ok()?;
+            (header, &message[len..])
+        }
+        0x71..=0x77 => (Header::default(), message),
+        _ => return None,
+    };
+    // described(0x00) smallulong(0x53) header(0x70) list8(0xc0) size count=5 ...
+    let mut out = vec![0x00, 0x53, HEADER_SECTION, 0xc0, 0, 5];
+    out.extend([0x56, u8::from(header.durable)]);
+    out.extend([0x50, header.priority.0]);
+    match header.ttl {
+        Some(ttl) => {
+            out.push(0x70);
+            out.extend(ttl.to_be_bytes());
+        }
+        None => out.push(0x40),
+    }
+    out.extend([0x56, u8::from(header.first_acquirer)]);
+    out.push(0x70);
+    out.extend(header.delivery_count.to_be_bytes());
+    // list8 size: the bytes after the size byte (count and fields), well below 256.
+    out[4] = u8::try_from(out.len() - 5).ok()?;
+    out.extend_from_slice(rest);
+    Some(out)
+}
+
 /// Builds a frame from a header template (size, doff, type, channel and any extended header),
 /// a performative and a payload.
 fn frame(template: &[u8], performative: &[u8], payload: &[u8]) -> Vec<u8> {
@@ -272,6 +328,8 @@ struct Deliveries {
     channels: HashMap<u16, u16>,
     /// Lock token of each unsettled delivery, by (our channel, delivery id).
     unsettled: HashMap<(u16, u32), [u8; 16]>,
+    /// The client's channels the emulator has just answered with a begin.
+    answered: Vec<u16>,
 }
 
 /// The client-to-emulator direction: bounds frames and repairs stale flows.
@@ -283,6 +341,8 @@ pub struct Inbound {
     receiving: HashMap<(u16, u32), Option<u32>>,
     /// The client's max-frame-size, once its open has been read.
     peer_max_frame: Option<u32>,
+    /// Frames on client channels whose begin the emulator has not answered yet.
+    held: HashMap<u16, Vec<u8>>,
 }
 
 impl Inbound {
@@ -308,9 +368,37 @@ impl Inbound {
             SASL_FRAME => SASL_MAX_FRAME_SIZE,
             _ => MAX_FRAME_SIZE,
         })? {
-            out.extend_from_slice(&self.repair(unit, deliveries, settler, answers));
+            let channel = match &unit {
+                Unit::Frame { raw, .. } if raw[5] == AMQP_FRAME => {
+                    Some(u16::from_be_bytes([raw[6], raw[7]]))
+                }
+                _ => None,
+            };
+            let begins = channel.is_some() && is_client_begin(&unit);
+            let bytes = self.repair(unit, deliveries, settler, answers);
+            match channel {
+                Some(channel) if begins => {
+                    self.held.insert(channel, Vec::new());
+                    out.extend_from_slice(&bytes);
+                }
+                Some(channel) if self.held.contains_key(&channel) => {
+                    let total: usize = self.held.values().map(Vec::len).sum();
+                    if total + bytes.len() > MAX_HELD_BYTES {
+                        return Err(FrameError::TooMuchPipelined(MAX_HELD_BYTES));
+                    }
+                    if let Some(held) = self.held.get_mut(&channel) {
+                        held.extend_from_slice(&bytes);
+                    }
+                }
+                _ => out.extend_from_slice(&bytes),
+            }
         }
         Ok(out)
+    }
+
+    /// The frames held for a client channel the emulator has now answered.
+    fn release(&mut self, channel: u16) -> Vec<u8> {
+        self.held.remove(&channel).unwrap_or_default()
     }
 
     /// Bytes of an incomplete unit still buffered (at EOF they are handed over as they are).
@@ -358,7 +446,10 @@ impl Inbound {
                 raw
             }
             Some(FLOW) => self.repair_flow(channel, raw, body_at),
-            Some(DISPOSITION) => settle(channel, raw, body_at, deliveries, settler, answers),
+            Some(DISPOSITION) => {
+                let raw = symbol_keys(raw, body_at);
+                settle(channel, raw, body_at, deliveries, settler, answers)
+            }
             _ => raw,
         }
     }
@@ -393,6 +484,58 @@ impl Inbound {
             Ok(body) => frame(&raw[..body_at], &body, &[]),
             Err(_) => raw,
         }
+    }
+}
+
+/// Re-encodes a disposition whose outcome carries maps keyed by strings with symbol keys.
+///
+/// The `info` of a rejection's error and the `message-annotations` of a modified outcome are
+/// `fields` (symbol keys), but rhea encodes the dead-letter reason and the properties to modify
+/// with string keys, which Service Bus accepts and fe2o3 cannot decode (it then closes the whole
+/// connection with a decode error). Frames that decode as they are pass unchanged.
+fn symbol_keys(raw: Vec<u8>, body_at: usize) -> Vec<u8> {
+    if serde_amqp::from_slice::<Disposition>(&raw[body_at..]).is_ok() {
+        return raw;
+    }
+    let Ok(mut value) = serde_amqp::from_slice::<Value>(&raw[body_at..]) else {
+        return raw;
+    };
+    // disposition: described list [role, first, last, settled, state, batchable]
+    if let Value::Described(disposition) = &mut value
+        && let Value::List(fields) = &mut disposition.value
+        && let Some(state) = fields.get_mut(4)
+    {
+        keys_to_symbols(state, 0);
+    }
+    match serde_amqp::to_vec(&value) {
+        Ok(body) if serde_amqp::from_slice::<Disposition>(&body).is_ok() => {
+            frame(&raw[..body_at], &body, &[])
+        }
+        _ => raw,
+    }
+}
+
+fn keys_to_symbols(value: &mut Value, depth: usize) {
+    if depth >= MAX_DEPTH {
+        return;
+    }
+    match value {
+        Value::Described(described) => keys_to_symbols(&mut described.value, depth + 1),
+        Value::List(items) => items
+            .iter_mut()
+            .for_each(|item| keys_to_symbols(item, depth + 1)),
+        Value::Map(map) => {
+            let entries = std::mem::take(map);
+            for (key, mut item) in entries {
+                keys_to_symbols(&mut item, depth + 1);
+                let key = match key {
+                    Value::String(s) => Value::Symbol(s.into()),
+                    other => other,
+                };
+                map.insert(key, item);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -538,6 +681,7 @@ fn rewrite_transfer(unit: Unit, peer_max_frame: u32, deliveries: &mut Deliveries
         {
             deliveries.channels.insert(theirs, channel);
             deliveries.unsettled.retain(|(c, _), _| *c != channel);
+            deliveries.answered.push(theirs);
         }
         return raw;
     }
@@ -551,18 +695,17 @@ fn rewrite_transfer(unit: Unit, peer_max_frame: u32, deliveries: &mut Deliveries
     let Ok(mut transfer) = serde_amqp::from_slice::<Transfer>(&body[..performative_len]) else {
         return raw;
     };
-    // Continuation frames carry no tag; a 16-byte tag is already a token.
-    if transfer
-        .delivery_tag
-        .as_ref()
-        .is_none_or(|tag| tag.len() == 16)
-    {
+    // Continuation frames carry no tag and no sections to rewrite.
+    if transfer.delivery_tag.is_none() {
         return raw;
     }
-    let payload = &body[performative_len..];
-    let Some(token) = lock_token_of(payload) else {
+    let original = &body[performative_len..];
+    // Only entity deliveries carry a lock token (in every receive mode); replies keep their bytes.
+    let Some(token) = lock_token_of(original) else {
         return raw;
     };
+    let header = explicit_header(original);
+    let payload = header.as_deref().unwrap_or(original);
     if transfer.settled != Some(true)
         && let Some(id) = transfer.delivery_id
     {
@@ -622,6 +765,8 @@ pub(crate) struct WireShim<S> {
     pending: Vec<u8>,
     /// An inbound violation, reported on every later read.
     failed: Option<FrameError>,
+    /// The reader to wake when held frames become ready.
+    read_waker: Option<std::task::Waker>,
 }
 
 impl<S> std::fmt::Debug for WireShim<S> {
@@ -644,6 +789,7 @@ impl<S> WireShim<S> {
             ready: Vec::new(),
             pending: Vec::new(),
             failed: None,
+            read_waker: None,
         }
     }
 }
@@ -685,6 +831,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WireShim<S> {
             }
             let mut chunk = [0u8; 16 * 1024];
             let mut read = ReadBuf::new(&mut chunk);
+            // Held frames may become ready from the write side: it wakes this reader then.
+            this.read_waker = Some(cx.waker().clone());
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
             let filled = read.filled();
             if filled.is_empty() {
@@ -730,6 +878,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WireShim<S> {
             .outbound
             .feed_tracking(buf, peer_max_frame, &mut this.deliveries);
         this.pending.extend_from_slice(&bytes);
+        // Sessions answered by these bytes are mapped in fe2o3 now: their held frames may go in.
+        let mut released = false;
+        for channel in std::mem::take(&mut this.deliveries.answered) {
+            let held = this.inbound.release(channel);
+            released |= !held.is_empty();
+            this.ready.extend_from_slice(&held);
+        }
+        if released && let Some(waker) = this.read_waker.take() {
+            waker.wake();
+        }
         // Start sending now; what cannot go yet goes on the next write or flush.
         if let Poll::Ready(Err(error)) = this.poll_drain(cx) {
             return Poll::Ready(Err(error));

@@ -368,6 +368,11 @@ impl Broker {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
+    /// The storage limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     /// Subscribes to "something changed" notifications.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
