@@ -35,7 +35,8 @@ pub use config::{
     RuleConfig, RuleFilter, SubscriptionConfig, TopicConfig,
 };
 pub use entity::Limits;
-pub use error::{ConfigError, EmulatorError};
+pub use error::{ConfigError, EmulatorError, KeyError};
 pub use server::{
-    DEFAULT_SAS_KEY, DEFAULT_SAS_KEY_NAME, Emulator, EmulatorBuilder, EmulatorHandle,
+    DEFAULT_SAS_KEY, DEFAULT_SAS_KEY_NAME, Emulator, EmulatorBuilder, EmulatorHandle, KEY_ENV,
+    REDACTED, check_key_for_host, load_key,
 };
