@@ -77,3 +77,144 @@ fn split_input(data: &[u8]) -> (Vec<usize>, &[u8]) {
     positions.sort_unstable();
     (positions, stream)
 }
+
+/// Well-formed client traffic to start mutating from: protocol headers and the frames a Service
+/// Bus client sends (open, begin, attaches, flows with drain, a transfer, dispositions with
+/// string-keyed outcome maps), each as a complete frame.
+pub fn inbound_seeds() -> Vec<Vec<u8>> {
+    use fe2o3_amqp_types::{
+        definitions::{Error, Handle, Role},
+        messaging::{DeliveryState, Rejected, Source, Target},
+        performatives::{Attach, Begin, Disposition, Flow, Open, Transfer},
+        primitives::{OrderedMap, Symbol},
+    };
+    use serde_amqp::to_vec;
+
+    fn frame(channel: u16, body: Vec<u8>) -> Vec<u8> {
+        let size = u32::try_from(body.len() + 8)
+            .unwrap_or(u32::MAX)
+            .to_be_bytes();
+        let [hi, lo] = channel.to_be_bytes();
+        let mut out = vec![size[0], size[1], size[2], size[3], 2, 0, hi, lo];
+        out.extend(body);
+        out
+    }
+    let open = Open {
+        container_id: "fuzz".into(),
+        hostname: Some("127.0.0.1".into()),
+        max_frame_size: 65_536.into(),
+        channel_max: 255.into(),
+        idle_time_out: None,
+        outgoing_locales: None,
+        incoming_locales: None,
+        offered_capabilities: None,
+        desired_capabilities: None,
+        properties: None,
+    };
+    let begin = Begin {
+        remote_channel: None,
+        next_outgoing_id: 0,
+        incoming_window: 2048,
+        outgoing_window: 2048,
+        handle_max: 255.into(),
+        offered_capabilities: None,
+        desired_capabilities: None,
+        properties: None,
+    };
+    let attach = |role: Role, handle: u32| Attach {
+        name: format!("link-{handle}"),
+        handle: Handle(handle),
+        role,
+        snd_settle_mode: Default::default(),
+        rcv_settle_mode: Default::default(),
+        source: Some(Box::new(Source::builder().address("q").build())),
+        target: Some(Box::new(Target::builder().address("q").build().into())),
+        unsettled: None,
+        incomplete_unsettled: false,
+        initial_delivery_count: Some(0),
+        max_message_size: None,
+        offered_capabilities: None,
+        desired_capabilities: None,
+        properties: None,
+    };
+    let flow = |drain: bool, count: u32| Flow {
+        next_incoming_id: Some(0),
+        incoming_window: 2048,
+        next_outgoing_id: 0,
+        outgoing_window: 2048,
+        handle: Some(Handle(1)),
+        delivery_count: Some(count),
+        link_credit: Some(5),
+        available: None,
+        drain,
+        echo: false,
+        properties: None,
+    };
+    let transfer = Transfer {
+        handle: Handle(0),
+        delivery_id: Some(0),
+        delivery_tag: Some(vec![0, 0, 0, 1].into()),
+        message_format: Some(0),
+        settled: Some(false),
+        more: false,
+        rcv_settle_mode: None,
+        state: None,
+        resume: false,
+        aborted: false,
+        batchable: false,
+    };
+    let mut info = OrderedMap::new();
+    info.insert(
+        Symbol::from("DeadLetterReason"),
+        fe2o3_amqp_types::primitives::Value::String("reason".into()),
+    );
+    let disposition = Disposition {
+        role: Role::Receiver,
+        first: 0,
+        last: Some(3),
+        settled: false,
+        state: Some(DeliveryState::Rejected(Rejected {
+            error: Some(Error::new(
+                fe2o3_amqp_types::definitions::ErrorCondition::Custom(Symbol::from(
+                    "com.microsoft:dead-letter",
+                )),
+                None,
+                Some(info),
+            )),
+        })),
+        batchable: false,
+    };
+    let mut seeds = vec![
+        b"AMQP\x03\x01\x00\x00".to_vec(),
+        b"AMQP\x00\x01\x00\x00".to_vec(),
+    ];
+    for body in [
+        to_vec(&open),
+        to_vec(&begin),
+        to_vec(&attach(Role::Receiver, 1)),
+        to_vec(&attach(Role::Sender, 0)),
+        to_vec(&flow(true, 0)),
+        to_vec(&flow(false, 0)),
+        to_vec(&transfer),
+        to_vec(&disposition),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        seeds.push(frame(1, body));
+    }
+    seeds
+}
+
+/// SQL filter texts to start mutating from.
+pub fn sql_seeds() -> Vec<&'static str> {
+    vec![
+        "1=1",
+        "color = 'red' AND n > 3",
+        "NOT (sys.Label = 'orders') OR user.n <= 5",
+        "color IN ('green', 'red') AND missing IS NULL",
+        "EXISTS(color) AND [odd name] <> 'x'",
+        "((n >= -1.5)) AND NOT NOT TRUE",
+        "sys.CorrelationId = 'c' OR color NOT IN ('a')",
+    ]
+}

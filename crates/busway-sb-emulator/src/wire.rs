@@ -97,6 +97,9 @@ pub enum FrameError {
     /// The size field is smaller than a frame header.
     #[error("frame size {0} is smaller than the 8-byte frame header")]
     TooSmall(u32),
+    /// A performative is not a well-formed AMQP value.
+    #[error("malformed AMQP encoding in a frame")]
+    Malformed,
     /// The client pipelined too much on sessions not yet answered.
     #[error("more than {0} bytes pipelined on unanswered sessions")]
     TooMuchPipelined(usize),
@@ -231,6 +234,118 @@ fn value_len(bytes: &[u8], depth: usize) -> Option<usize> {
     (len <= bytes.len()).then_some(len)
 }
 
+/// Length of the AMQP-encoded value at the start of `bytes` if it is well formed all the way
+/// down: every compound value's size covers its count field and its elements, maps have an even
+/// count, arrays' elements match their constructor. serde_amqp 0.14 subtracts those count fields
+/// from the size without checking (a `list8` of size 0 panics in debug builds), so peer bytes are
+/// checked with this before anything decodes them.
+pub(crate) fn well_formed(bytes: &[u8]) -> Option<usize> {
+    let constructor = *bytes.first()?;
+    Some(1 + well_formed_body(constructor, bytes.get(1..)?, 0)?)
+}
+
+/// Like [`well_formed`] for a value whose constructor was already read; returns the body length.
+fn well_formed_body(constructor: u8, bytes: &[u8], depth: usize) -> Option<usize> {
+    if depth >= MAX_DEPTH {
+        return None;
+    }
+    let fixed = |n: usize| (n <= bytes.len()).then_some(n);
+    let size8 = || bytes.first().map(|b| usize::from(*b));
+    let size32 = || {
+        bytes
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    match constructor {
+        0x00 => {
+            let descriptor = well_formed(bytes)?;
+            let inner = *bytes.get(descriptor)?;
+            let value = well_formed_body(inner, bytes.get(descriptor + 1..)?, depth + 1)?;
+            Some(descriptor + 1 + value)
+        }
+        0x40..=0x45 => Some(0),
+        0x50..=0x56 => fixed(1),
+        0x60 | 0x61 => fixed(2),
+        0x70..=0x74 => fixed(4),
+        0x80..=0x84 => fixed(8),
+        0x94 | 0x98 => fixed(16),
+        0xa0 | 0xa1 | 0xa3 => fixed(1usize.checked_add(size8()?)?),
+        0xb0 | 0xb1 | 0xb3 => fixed(4usize.checked_add(size32()?)?),
+        0xc0 | 0xc1 => {
+            let size = size8()?;
+            let count = usize::from(*bytes.get(1)?);
+            let body = bytes.get(2..1usize.checked_add(size)?)?;
+            (size >= 1 && (constructor == 0xc0 || count % 2 == 0)).then_some(())?;
+            elements(body, count, None, depth)?;
+            Some(1 + size)
+        }
+        0xd0 | 0xd1 => {
+            let size = size32()?;
+            let count = size32_at(bytes, 4)?;
+            let body = bytes.get(8..4usize.checked_add(size)?)?;
+            (size >= 4 && (constructor == 0xd0 || count % 2 == 0)).then_some(())?;
+            elements(body, count, None, depth)?;
+            Some(4 + size)
+        }
+        0xe0 | 0xf0 => {
+            let (size, count, header) = if constructor == 0xe0 {
+                (size8()?, usize::from(*bytes.get(1)?), 2)
+            } else {
+                (size32()?, size32_at(bytes, 4)?, 8)
+            };
+            let prefix: usize = if constructor == 0xe0 { 1 } else { 4 };
+            let minimum = if constructor == 0xe0 { 2 } else { 5 };
+            (size >= minimum).then_some(())?;
+            let body = bytes.get(header..prefix.checked_add(size)?)?;
+            // The element constructor, possibly described, then `count` bodies.
+            let (element, at) = if *body.first()? == 0x00 {
+                let descriptor = well_formed(body.get(1..)?)?;
+                (*body.get(1 + descriptor)?, 2 + descriptor)
+            } else {
+                (body[0], 1)
+            };
+            elements(body.get(at..)?, count, Some(element), depth)?;
+            Some(prefix + size)
+        }
+        _ => None,
+    }
+}
+
+fn size32_at(bytes: &[u8], at: usize) -> Option<usize> {
+    bytes
+        .get(at..at + 4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+}
+
+/// Checks that `count` elements (each with its own constructor, or all sharing `shared`) fit
+/// in `body`.
+fn elements(body: &[u8], count: usize, shared: Option<u8>, depth: usize) -> Option<()> {
+    let mut at = 0;
+    for _ in 0..count {
+        let rest = body.get(at..)?;
+        at += match shared {
+            Some(constructor) => well_formed_body(constructor, rest, depth + 1)?,
+            None => {
+                let constructor = *rest.first()?;
+                1 + well_formed_body(constructor, rest.get(1..)?, depth + 1)?
+            }
+        };
+    }
+    (at <= body.len()).then_some(())
+}
+
+/// Whether bytes are a sequence of well-formed AMQP values (a message's sections).
+fn well_formed_sequence(bytes: &[u8]) -> bool {
+    let mut at = 0;
+    while at < bytes.len() {
+        match well_formed(&bytes[at..]) {
+            Some(len) => at += len,
+            None => return false,
+        }
+    }
+    true
+}
+
 /// The lock token in a message's delivery annotations (the sections before the bare message).
 fn lock_token_of(payload: &[u8]) -> Option<[u8; 16]> {
     let mut rest = payload;
@@ -343,6 +458,8 @@ pub struct Inbound {
     peer_max_frame: Option<u32>,
     /// Frames on client channels whose begin the emulator has not answered yet.
     held: HashMap<u16, Vec<u8>>,
+    /// Payload of multi-frame deliveries in progress, by (channel, handle).
+    partial: HashMap<(u16, u32), Vec<u8>>,
 }
 
 impl Inbound {
@@ -368,6 +485,7 @@ impl Inbound {
             SASL_FRAME => SASL_MAX_FRAME_SIZE,
             _ => MAX_FRAME_SIZE,
         })? {
+            self.check(&unit)?;
             let channel = match &unit {
                 Unit::Frame { raw, .. } if raw[5] == AMQP_FRAME => {
                     Some(u16::from_be_bytes([raw[6], raw[7]]))
@@ -409,6 +527,61 @@ impl Inbound {
     /// The client's max-frame-size (AMQP default: unlimited until its open says otherwise).
     fn peer_max_frame(&self) -> u32 {
         self.peer_max_frame.unwrap_or(u32::MAX)
+    }
+
+    /// Refuses a frame whose encoding is not well formed, before fe2o3 decodes it: the
+    /// performative, and for transfers the message they carry (gathered across the frames of a
+    /// multi-frame delivery, at most [`MAX_HELD_BYTES`] per connection).
+    fn check(&mut self, unit: &Unit) -> Result<(), FrameError> {
+        let Unit::Frame { raw, body_at } = unit else {
+            return Ok(());
+        };
+        let body = &raw[*body_at..];
+        if body.is_empty() {
+            return Ok(()); // heartbeat
+        }
+        let performative = well_formed(body).ok_or(FrameError::Malformed)?;
+        let payload = &body[performative..];
+        if raw[5] != AMQP_FRAME || descriptor(body) != Some(TRANSFER) {
+            return if payload.is_empty() {
+                Ok(())
+            } else {
+                Err(FrameError::Malformed)
+            };
+        }
+        let transfer = serde_amqp::from_slice::<Transfer>(&body[..performative])
+            .map_err(|_| FrameError::Malformed)?;
+        let key = (u16::from_be_bytes([raw[6], raw[7]]), transfer.handle.0);
+        if transfer.aborted {
+            self.partial.remove(&key);
+            return Ok(());
+        }
+        let pending: usize = self.partial.values().map(Vec::len).sum();
+        let message = match self.partial.get_mut(&key) {
+            Some(so_far) => {
+                if pending + payload.len() > MAX_HELD_BYTES {
+                    return Err(FrameError::TooMuchPipelined(MAX_HELD_BYTES));
+                }
+                so_far.extend_from_slice(payload);
+                if transfer.more {
+                    return Ok(());
+                }
+                self.partial.remove(&key).unwrap_or_default()
+            }
+            None if transfer.more => {
+                if pending + payload.len() > MAX_HELD_BYTES {
+                    return Err(FrameError::TooMuchPipelined(MAX_HELD_BYTES));
+                }
+                self.partial.insert(key, payload.to_vec());
+                return Ok(());
+            }
+            None => payload.to_vec(),
+        };
+        if well_formed_sequence(&message) {
+            Ok(())
+        } else {
+            Err(FrameError::Malformed)
+        }
     }
 
     fn repair(
@@ -983,6 +1156,36 @@ mod tests {
                 .unwrap_err(),
             FrameError::BadOffset { doff: 16, size: 12 }
         );
+    }
+
+    /// Found by the fuzz target `wire_inbound`: a `list8` whose size does not cover its count
+    /// byte made serde_amqp 0.14 subtract with overflow (a panic in debug builds).
+    #[test]
+    fn malformed_compound_values_are_refused_before_decoding() {
+        // flow performative: described(0x13) list8 size 0 count 0x1c
+        let body = [0x00, 0x53, 0x13, 0xc0, 0x00, 0x1c];
+        let mut inbound = Inbound::default();
+        inbound.feed(b"AMQP\x00\x01\x00\x00").unwrap();
+        assert_eq!(
+            inbound.feed(&amqp_frame(&body)).unwrap_err(),
+            FrameError::Malformed
+        );
+        for bad in [
+            &[0xc1, 0x03, 0x01, 0x40, 0x40][..], // map with an odd count
+            &[0xe0, 0x01, 0x05, 0x70][..],       // array8 too small for its count
+            &[0xd0, 0x00, 0x00, 0x00, 0x02, 0, 0, 0, 0][..], // list32 size below 4
+            &[0xc0, 0x05, 0x03, 0x40][..],       // elements beyond the data
+        ] {
+            assert_eq!(well_formed(bad), None, "{bad:02x?}");
+        }
+        for good in [
+            &[0x45][..],
+            &[0xc0, 0x01, 0x00][..],
+            &[0xc1, 0x03, 0x02, 0x40, 0x40][..],
+            &[0xe0, 0x04, 0x02, 0x52, 0x01, 0x02][..],
+        ] {
+            assert_eq!(well_formed(good), Some(good.len()), "{good:02x?}");
+        }
     }
 
     #[test]
