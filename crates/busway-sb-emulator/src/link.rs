@@ -235,11 +235,10 @@ pub(crate) async fn delivery_loop(
                     Some(Ok(outcome)) => {
                         tracing::trace!(link, "delivered");
                         broker.confirm_delivery(&token);
-                        if receive_and_delete {
-                            if let Err(e) = broker.settle(&token, Some(link), Disposition::Complete)
-                            {
-                                tracing::debug!(error = %e.description, "receive-and-delete settle");
-                            }
+                        if receive_and_delete
+                            && let Err(e) = broker.settle(&token, Some(link), Disposition::Complete)
+                        {
+                            tracing::debug!(error = %e.description, "receive-and-delete settle");
                         }
                         // Peek-lock settlements arrive as dispositions, which the wire shim
                         // settles with the broker and answers (see `wire.rs`): fe2o3 would not
