@@ -317,8 +317,8 @@ fn size32_at(bytes: &[u8], at: usize) -> Option<usize> {
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
 }
 
-/// Checks that `count` elements (each with its own constructor, or all sharing `shared`) fit
-/// in `body`.
+/// Checks that `count` elements (each with its own constructor, or all sharing `shared`) fill
+/// `body` exactly.
 fn elements(body: &[u8], count: usize, shared: Option<u8>, depth: usize) -> Option<()> {
     let mut at = 0;
     for _ in 0..count {
@@ -331,7 +331,9 @@ fn elements(body: &[u8], count: usize, shared: Option<u8>, depth: usize) -> Opti
             }
         };
     }
-    (at <= body.len()).then_some(())
+    // A compound value's size covers exactly its elements; bytes left over would be decoded by
+    // serde_amqp as further fields without these checks.
+    (at == body.len()).then_some(())
 }
 
 /// Whether bytes are a sequence of well-formed AMQP values (a message's sections).
@@ -351,7 +353,7 @@ fn lock_token_of(payload: &[u8]) -> Option<[u8; 16]> {
     let mut rest = payload;
     loop {
         let code = descriptor(rest)?;
-        let len = value_len(rest, 0)?;
+        let len = well_formed(rest)?;
         match code {
             HEADER_SECTION => rest = &rest[len..],
             DELIVERY_ANNOTATIONS_SECTION => {
@@ -381,7 +383,7 @@ fn lock_token_of(payload: &[u8]) -> Option<[u8; 16]> {
 pub(crate) fn explicit_header(message: &[u8]) -> Option<Vec<u8>> {
     let (header, rest) = match descriptor(message)? {
         HEADER_SECTION => {
-            let len = value_len(message, 0)?;
+            let len = well_formed(message)?;
             let header = serde_amqp::from_slice::<Header>(&message[..len]).ok()?;
             (header, &message[len..])
         }
@@ -843,6 +845,10 @@ fn rewrite_transfer(unit: Unit, peer_max_frame: u32, deliveries: &mut Deliveries
     let code = descriptor(&raw[body_at..]);
     tracing::trace!(performative = ?code, size = raw.len(), "frame out");
     if raw[5] != AMQP_FRAME {
+        return raw;
+    }
+    // Our own engine's bytes, but decoded by serde_amqp all the same: check them first.
+    if well_formed(&raw[body_at..]).is_none() {
         return raw;
     }
     let channel = u16::from_be_bytes([raw[6], raw[7]]);

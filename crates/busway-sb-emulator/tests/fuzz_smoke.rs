@@ -187,3 +187,29 @@ fn fuzz_sql_filter() {
         .collect();
     assert!(run("sql_filter", pool, fuzzing::sql_filter) > 0);
 }
+
+/// Inputs that crashed a target once (`fuzz/regressions/<target>/`, copied from cargo-fuzz's
+/// artifacts) stay harmless.
+#[test]
+fn fuzz_regressions() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    let targets: [(&str, fn(&[u8])); 3] = [
+        ("wire_inbound", fuzzing::wire_inbound),
+        ("wire_outbound", fuzzing::wire_outbound),
+        ("sql_filter", fuzzing::sql_filter),
+    ];
+    let mut replayed = 0;
+    for (name, target) in targets {
+        let Ok(entries) = std::fs::read_dir(root.join(name)) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let input = std::fs::read(&path).unwrap();
+            let outcome = catch_unwind(AssertUnwindSafe(|| target(&input)));
+            assert!(outcome.is_ok(), "{name}: {} panics again", path.display());
+            replayed += 1;
+        }
+    }
+    assert!(replayed > 0, "the regression inputs are missing");
+}
