@@ -667,51 +667,141 @@ impl Inbound {
 /// The `info` of a rejection's error and the `message-annotations` of a modified outcome are
 /// `fields` (symbol keys), but rhea encodes the dead-letter reason and the properties to modify
 /// with string keys, which Service Bus accepts and fe2o3 cannot decode (it then closes the whole
-/// connection with a decode error). Frames that decode as they are pass unchanged.
+/// connection with a decode error). Frames that decode as they are pass unchanged; others are read
+/// leniently field by field and written back as a typed disposition (serde_amqp 0.14 cannot
+/// re-encode every decoded `Value`, so no generic value is written).
 fn symbol_keys(raw: Vec<u8>, body_at: usize) -> Vec<u8> {
     if serde_amqp::from_slice::<Disposition>(&raw[body_at..]).is_ok() {
         return raw;
     }
-    let Ok(mut value) = serde_amqp::from_slice::<Value>(&raw[body_at..]) else {
+    let Ok(value) = serde_amqp::from_slice::<Value>(&raw[body_at..]) else {
         return raw;
     };
-    // disposition: described list [role, first, last, settled, state, batchable]
-    if let Value::Described(disposition) = &mut value
-        && let Value::List(fields) = &mut disposition.value
-        && let Some(state) = fields.get_mut(4)
-    {
-        keys_to_symbols(state, 0);
-    }
-    match serde_amqp::to_vec(&value) {
-        Ok(body) if serde_amqp::from_slice::<Disposition>(&body).is_ok() => {
-            frame(&raw[..body_at], &body, &[])
-        }
-        _ => raw,
+    let Some(disposition) = lenient_disposition(&value) else {
+        return raw;
+    };
+    match serde_amqp::to_vec(&disposition) {
+        Ok(body) => frame(&raw[..body_at], &body, &[]),
+        Err(_) => raw,
     }
 }
 
-fn keys_to_symbols(value: &mut Value, depth: usize) {
-    if depth >= MAX_DEPTH {
-        return;
+/// Descriptor codes of the outcomes and of an error.
+const REJECTED: u64 = 0x25;
+const MODIFIED: u64 = 0x27;
+const ERROR: u64 = 0x1d;
+
+fn described(value: &Value) -> Option<(u64, &[Value])> {
+    let Value::Described(described) = value else {
+        return None;
+    };
+    let serde_amqp::descriptor::Descriptor::Code(code) = described.descriptor else {
+        return None;
+    };
+    match &described.value {
+        Value::List(fields) => Some((code, fields)),
+        _ => None,
     }
+}
+
+fn opt_bool(value: Option<&Value>) -> Option<Option<bool>> {
     match value {
-        Value::Described(described) => keys_to_symbols(&mut described.value, depth + 1),
-        Value::List(items) => items
-            .iter_mut()
-            .for_each(|item| keys_to_symbols(item, depth + 1)),
-        Value::Map(map) => {
-            let entries = std::mem::take(map);
-            for (key, mut item) in entries {
-                keys_to_symbols(&mut item, depth + 1);
-                let key = match key {
-                    Value::String(s) => Value::Symbol(s.into()),
-                    other => other,
-                };
-                map.insert(key, item);
-            }
-        }
-        _ => {}
+        None | Some(Value::Null) => Some(None),
+        Some(Value::Bool(b)) => Some(Some(*b)),
+        _ => None,
     }
+}
+
+fn opt_u32(value: Option<&Value>) -> Option<Option<u32>> {
+    match value {
+        None | Some(Value::Null) => Some(None),
+        Some(Value::Uint(n)) => Some(Some(*n)),
+        _ => None,
+    }
+}
+
+/// A map keyed by strings or symbols as `fields` (symbol keys).
+fn fields_of(value: Option<&Value>) -> Option<Option<fe2o3_amqp_types::definitions::Fields>> {
+    match value {
+        None | Some(Value::Null) => Some(None),
+        Some(Value::Map(map)) => {
+            let mut fields = fe2o3_amqp_types::definitions::Fields::default();
+            for (key, item) in map.iter() {
+                let key = match key {
+                    Value::String(s) => s.clone(),
+                    Value::Symbol(s) => s.0.clone(),
+                    _ => return None,
+                };
+                fields.insert(key.into(), item.clone());
+            }
+            Some(Some(fields))
+        }
+        _ => None,
+    }
+}
+
+/// Reads a disposition whose outcome maps may have string keys; `None` if it is anything else.
+fn lenient_disposition(value: &Value) -> Option<Disposition> {
+    let (code, fields) = described(value)?;
+    if u64::from(DISPOSITION) != code {
+        return None;
+    }
+    let role = match fields.first()? {
+        Value::Bool(false) => Role::Sender,
+        Value::Bool(true) => Role::Receiver,
+        _ => return None,
+    };
+    let first = opt_u32(fields.get(1))??;
+    let last = opt_u32(fields.get(2))?;
+    let settled = opt_bool(fields.get(3))?.unwrap_or(false);
+    let batchable = opt_bool(fields.get(5))?.unwrap_or(false);
+    let state = match fields.get(4) {
+        None | Some(Value::Null) => None,
+        Some(state) => {
+            let (code, outcome) = described(state)?;
+            Some(match code {
+                REJECTED => {
+                    let error = match outcome.first() {
+                        None | Some(Value::Null) => None,
+                        Some(error) => {
+                            let (ERROR, parts) = described(error)? else {
+                                return None;
+                            };
+                            let condition = match parts.first()? {
+                                Value::Symbol(s) => s.clone(),
+                                _ => return None,
+                            };
+                            let description = match parts.get(1) {
+                                None | Some(Value::Null) => None,
+                                Some(Value::String(s)) => Some(s.clone()),
+                                _ => return None,
+                            };
+                            Some(AmqpError::new(
+                                fe2o3_amqp_types::definitions::ErrorCondition::Custom(condition),
+                                description,
+                                fields_of(parts.get(2))?,
+                            ))
+                        }
+                    };
+                    DeliveryState::Rejected(Rejected { error })
+                }
+                MODIFIED => DeliveryState::Modified(fe2o3_amqp_types::messaging::Modified {
+                    delivery_failed: opt_bool(outcome.first())?,
+                    undeliverable_here: opt_bool(outcome.get(1))?,
+                    message_annotations: fields_of(outcome.get(2))?,
+                }),
+                _ => return None,
+            })
+        }
+    };
+    Some(Disposition {
+        role,
+        first,
+        last,
+        settled,
+        state,
+        batchable,
+    })
 }
 
 /// Settles the tracked deliveries a client's disposition names and answers each with the

@@ -278,7 +278,7 @@ cases.lock_renewal_and_lost_lock = async (client) => {
   }
   await receiver.completeMessage(held);
   const lost = await receiveOne(receiver);
-  await sleep(2500);
+  await sleep(3500); // past the 3 s lock
   await rejects(receiver.completeMessage(lost), "MessageLockLost");
   const again = await receiveOne(receiver);
   assert.equal(again.body, "lost");

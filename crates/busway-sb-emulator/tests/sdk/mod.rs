@@ -33,7 +33,7 @@ pub fn entities() -> EmulatorBuilder {
     Emulator::builder()
         .queue(QueueConfig::new("q"))
         .queue(QueueConfig::new("q2"))
-        .queue(QueueConfig::new("short-lock").lock_duration(secs(2)))
+        .queue(QueueConfig::new("short-lock").lock_duration(secs(3)))
         .queue(QueueConfig::new("mdc").max_delivery_count(2))
         .queue(QueueConfig::new("ttl").default_message_ttl(secs(1)))
         .queue(

@@ -305,7 +305,7 @@ def lock_renewal_and_lost_lock(client):
             assert held.locked_until_utc > before
         receiver.complete_message(held)
         lost = receive_one(receiver)
-        time.sleep(2.5)
+        time.sleep(3.5)  # past the 3 s lock
         try:
             receiver.complete_message(lost)
             raise AssertionError("completing with an expired lock succeeded")
