@@ -101,7 +101,7 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>, pool: &[Vec<u8>]) {
 }
 
 /// Runs `target` on generated inputs until the budget is spent; returns the number of runs.
-fn run(name: &str, pool: Vec<Vec<u8>>, target: fn(&[u8])) -> u64 {
+fn run(name: &str, pool: Vec<Vec<u8>>, target: Target) -> u64 {
     if let Ok(dir) = std::env::var("BUSWAY_FUZZ_WRITE_SEEDS") {
         let dir = std::path::Path::new(&dir).join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -188,12 +188,15 @@ fn fuzz_sql_filter() {
     assert!(run("sql_filter", pool, fuzzing::sql_filter) > 0);
 }
 
+/// A fuzz target: it must not panic on any input.
+type Target = fn(&[u8]);
+
 /// Inputs that crashed a target once (`fuzz/regressions/<target>/`, copied from cargo-fuzz's
 /// artifacts) stay harmless.
 #[test]
 fn fuzz_regressions() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
-    let targets: [(&str, fn(&[u8])); 3] = [
+    let targets: [(&str, Target); 3] = [
         ("wire_inbound", fuzzing::wire_inbound),
         ("wire_outbound", fuzzing::wire_outbound),
         ("sql_filter", fuzzing::sql_filter),
