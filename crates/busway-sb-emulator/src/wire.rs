@@ -80,6 +80,9 @@ const DELIVERY_ANNOTATIONS_SECTION: u8 = 0x71;
 const LOCK_TOKEN: &str = "x-opt-lock-token";
 /// Most bytes a client may pipeline on sessions the emulator has not answered yet.
 const MAX_HELD_BYTES: usize = 1024 * 1024;
+/// Most bytes of unfinished multi-frame messages a connection may have in flight (checked whole
+/// once complete): room for dozens of links each midway through a 256 KiB message.
+const MAX_PARTIAL_BYTES: usize = 16 * 1024 * 1024;
 /// Nesting bound when measuring encoded values: deeper input is treated as unreadable.
 const MAX_DEPTH: usize = 32;
 
@@ -100,6 +103,9 @@ pub enum FrameError {
     /// A performative is not a well-formed AMQP value.
     #[error("malformed AMQP encoding in a frame")]
     Malformed,
+    /// The client has too many unfinished multi-frame messages in flight.
+    #[error("more than {0} bytes of unfinished messages in flight")]
+    TooMuchInFlight(usize),
     /// The client pipelined too much on sessions not yet answered.
     #[error("more than {0} bytes pipelined on unanswered sessions")]
     TooMuchPipelined(usize),
@@ -533,7 +539,7 @@ impl Inbound {
 
     /// Refuses a frame whose encoding is not well formed, before fe2o3 decodes it: the
     /// performative, and for transfers the message they carry (gathered across the frames of a
-    /// multi-frame delivery, at most [`MAX_HELD_BYTES`] per connection).
+    /// multi-frame delivery, at most [`MAX_PARTIAL_BYTES`] per connection).
     fn check(&mut self, unit: &Unit) -> Result<(), FrameError> {
         let Unit::Frame { raw, body_at } = unit else {
             return Ok(());
@@ -561,8 +567,8 @@ impl Inbound {
         let pending: usize = self.partial.values().map(Vec::len).sum();
         let message = match self.partial.get_mut(&key) {
             Some(so_far) => {
-                if pending + payload.len() > MAX_HELD_BYTES {
-                    return Err(FrameError::TooMuchPipelined(MAX_HELD_BYTES));
+                if pending + payload.len() > MAX_PARTIAL_BYTES {
+                    return Err(FrameError::TooMuchInFlight(MAX_PARTIAL_BYTES));
                 }
                 so_far.extend_from_slice(payload);
                 if transfer.more {
@@ -571,8 +577,8 @@ impl Inbound {
                 self.partial.remove(&key).unwrap_or_default()
             }
             None if transfer.more => {
-                if pending + payload.len() > MAX_HELD_BYTES {
-                    return Err(FrameError::TooMuchPipelined(MAX_HELD_BYTES));
+                if pending + payload.len() > MAX_PARTIAL_BYTES {
+                    return Err(FrameError::TooMuchInFlight(MAX_PARTIAL_BYTES));
                 }
                 self.partial.insert(key, payload.to_vec());
                 return Ok(());
