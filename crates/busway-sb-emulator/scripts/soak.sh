@@ -2,6 +2,9 @@
 # Stability check for the emulator's fidelity tests: build the test binaries once, then run the
 # whole set RUNS times (default 20), stopping at the first failure or at a test binary that runs
 # longer than PER_RUN_TIMEOUT seconds (default 300; a hang fails the soak instead of blocking it).
+# The set includes the official-SDK suites (tests/sdk_python.rs, tests/sdk_js.rs), which need
+# BUSWAY_SB_PYTHON and BUSWAY_SB_NODE_MODULES (scripts/test exports them), and the stable fuzz
+# smoke run, here at BUSWAY_FUZZ_SECONDS=1 per target unless set.
 #
 #   crates/busway-sb-emulator/scripts/soak.sh [RUNS]
 #
@@ -10,6 +13,15 @@ set -euo pipefail
 
 RUNS="${1:-20}"
 PER_RUN_TIMEOUT="${PER_RUN_TIMEOUT:-300}"
+export BUSWAY_FUZZ_SECONDS="${BUSWAY_FUZZ_SECONDS:-1}"
+for var in BUSWAY_SB_PYTHON BUSWAY_SB_NODE_MODULES; do
+    if [ -z "${!var:-}" ]; then
+        echo "$var is not set: the official-SDK tests will fail. Run scripts/test, or" >&2
+        echo "eval \"\$(scripts/test services)\" first." >&2
+        exit 1
+    fi
+done
+soak_start=$(date +%s)
 CRATE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$CRATE_DIR"
 
@@ -39,7 +51,9 @@ for run in $(seq 1 "$RUNS"); do
     for binary in "${BINARIES[@]}"; do
         log="$(mktemp)"
         status=0
-        timeout "$PER_RUN_TIMEOUT" "$binary" --quiet >"$log" 2>&1 || status=$?
+        # The SDK cases mostly wait on the emulator's timers: a few more threads than cores.
+        timeout "$PER_RUN_TIMEOUT" "$binary" --quiet --test-threads="${SOAK_TEST_THREADS:-3}" \
+            >"$log" 2>&1 || status=$?
         if [ "$status" -ne 0 ]; then
             cat "$log"
             rm -f "$log"
@@ -54,4 +68,4 @@ for run in $(seq 1 "$RUNS"); do
     done
     echo "run $run/$RUNS passed in $(( $(date +%s) - start ))s"
 done
-echo "all $RUNS runs passed"
+echo "all $RUNS runs passed in $(( $(date +%s) - soak_start ))s"

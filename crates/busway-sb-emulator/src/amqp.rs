@@ -106,8 +106,40 @@ pub(crate) fn map<const N: usize>(entries: [(&str, Value); N]) -> Value {
     Value::Map(out)
 }
 
+/// Names of the status application properties of a reply. The two nodes differ on the wire:
+/// the `$cbs` node follows the AMQP CBS draft (`status-code`, `status-description`), which the
+/// official SDKs read there; `$management` uses Service Bus's own camel-case names
+/// (`statusCode`, `statusDescription`, `errorCondition`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StatusNames {
+    Cbs,
+    Management,
+}
+
+impl StatusNames {
+    fn code(self) -> &'static str {
+        match self {
+            Self::Cbs => "status-code",
+            Self::Management => "statusCode",
+        }
+    }
+    fn description(self) -> &'static str {
+        match self {
+            Self::Cbs => "status-description",
+            Self::Management => "statusDescription",
+        }
+    }
+    fn condition(self) -> &'static str {
+        match self {
+            Self::Cbs => "error-condition",
+            Self::Management => "errorCondition",
+        }
+    }
+}
+
 /// A reply with a status code, correlated to the request.
 pub(crate) fn reply(
+    names: StatusNames,
     request_id: Option<MessageId>,
     status: u16,
     description: &str,
@@ -115,15 +147,15 @@ pub(crate) fn reply(
     body: Value,
 ) -> Reply {
     let mut props = ApplicationProperties::builder()
-        .insert("statusCode", SimpleValue::Int(i32::from(status)))
+        .insert(names.code(), SimpleValue::Int(i32::from(status)))
         .insert(
-            "statusDescription",
+            names.description(),
             SimpleValue::String(description.to_string()),
         )
         .build();
     if let Some(condition) = error_condition {
         props.insert(
-            "errorCondition".to_string(),
+            names.condition().to_string(),
             SimpleValue::Symbol(condition.into()),
         );
     }
@@ -138,8 +170,13 @@ pub(crate) fn reply(
 }
 
 /// A reply for a failed operation.
-pub(crate) fn error_reply(request_id: Option<MessageId>, error: &OpError) -> Reply {
+pub(crate) fn error_reply(
+    names: StatusNames,
+    request_id: Option<MessageId>,
+    error: &OpError,
+) -> Reply {
     reply(
+        names,
         request_id,
         error.status,
         &error.description,
@@ -168,7 +205,7 @@ mod tests {
                 5,
             ))])),
         )]);
-        let message = reply(None, 200, "OK", None, body);
+        let message = reply(StatusNames::Management, None, 200, "OK", None, body);
         let bytes = serde_amqp::to_vec(&Serializable(message));
         assert!(bytes.is_ok(), "{bytes:?}");
     }

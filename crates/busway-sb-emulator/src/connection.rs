@@ -2,7 +2,6 @@
 //! names (`$cbs`, `<entity>/$management`, or an entity).
 
 use std::{
-    collections::HashMap,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -12,13 +11,13 @@ use std::{
 
 use fe2o3_amqp::acceptor::{
     ConnectionAcceptor, LinkAcceptor, LinkEndpoint, ListenerSessionHandle, SaslAnonymousMechanism,
-    SessionAcceptor,
+    SessionAcceptor, SupportedReceiverSettleModes,
 };
 use fe2o3_amqp_types::{
-    definitions::{Fields, Role, SenderSettleMode},
-    messaging::TargetArchetype,
+    definitions::{Fields, ReceiverSettleMode, Role, SenderSettleMode},
+    messaging::{DeliveryState, TargetArchetype},
     performatives::Attach,
-    primitives::{Symbol, Timestamp, Value},
+    primitives::{Symbol, Value},
 };
 use serde_amqp::{described::Described, descriptor::Descriptor};
 use tokio::{
@@ -29,12 +28,12 @@ use tokio::{
 };
 
 use crate::{
-    amqp::{self, Reply, app_property},
+    amqp::{self, Reply, StatusNames, app_property},
     cbs::{Claims, SasKeys},
-    entity::{Broker, OpError, Source, address_path},
-    flow_fix::FlowFix,
+    entity::{Broker, OpError, Source, address_path, entity_key},
     link::{self, Delivering, amqp_error},
     management::{self, ManagementNode},
+    wire::{Settle, WireShim},
 };
 
 const SESSION_FILTER: &str = "com.microsoft:session-filter";
@@ -59,26 +58,71 @@ struct Connection {
     shutdown: watch::Receiver<bool>,
 }
 
-/// Per-AMQP-session state: reply links by the client node address they deliver to.
+/// A `$cbs` / `$management` response link the client attached on this AMQP session.
+struct ReplyLink {
+    id: u64,
+    /// The node it reads from (`$cbs` or `<entity key>/$management`).
+    node: String,
+    /// The link name the client chose.
+    name: String,
+    /// The target address the client gave it, if any.
+    target: Option<String>,
+    tx: mpsc::UnboundedSender<Reply>,
+}
+
+/// Per-AMQP-session state: the response links of request/response nodes.
 struct SessionCtx {
     conn: Arc<Connection>,
-    replies: Mutex<HashMap<String, mpsc::UnboundedSender<Reply>>>,
+    replies: Mutex<Vec<ReplyLink>>,
 }
 
 impl SessionCtx {
-    fn send_reply(&self, to: Option<String>, reply: Reply) {
-        let Some(to) = to else {
-            tracing::debug!("request without reply-to dropped");
-            return;
-        };
+    /// Sends a reply on the response link the client attached for `node`.
+    ///
+    /// Service Bus answers on the client's response link whatever the request's `reply-to` says,
+    /// and clients name that link differently: azservicebus sets `reply-to` to the response
+    /// link's target address, `@azure/service-bus` (rhea) to the response link's name and gives
+    /// the link no target, `azure-servicebus` (pyamqp) sets no `reply-to` at all and matches
+    /// replies by correlation id. So `reply-to` picks among several response links of one node
+    /// when it names one (by target, then by name); otherwise the newest response link of the
+    /// node gets the reply (clients correlate replies by `correlation-id`).
+    fn send_reply(&self, node: &str, reply_to: Option<&str>, reply: Reply) {
         let replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
-        match replies.get(&to) {
-            Some(tx) => {
-                let _ = tx.send(reply);
+        let by_target = reply_to.and_then(|to| {
+            replies
+                .iter()
+                .rev()
+                .find(|l| l.target.as_deref() == Some(to))
+        });
+        let by_name = || reply_to.and_then(|to| replies.iter().rev().find(|l| l.name == to));
+        let by_node = || replies.iter().rev().find(|l| l.node == node);
+        match by_target.or_else(by_name).or_else(by_node) {
+            Some(link) => {
+                let _ = link.tx.send(reply);
             }
-            None => tracing::debug!(%to, "no reply link for request"),
+            None => tracing::debug!(
+                node,
+                ?reply_to,
+                "no response link for request; reply dropped"
+            ),
         }
     }
+
+    fn remove_reply_link(&self, id: u64) {
+        self.replies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|l| l.id != id);
+    }
+}
+
+/// The request/response node an address names: `$cbs`, or `<entity key>/$management`.
+fn node_key(address: &str) -> Option<String> {
+    let path = address_path(address);
+    if path.eq_ignore_ascii_case("$cbs") {
+        return Some("$cbs".to_string());
+    }
+    management::node_path(address).map(|entity| format!("{}/$management", entity_key(&entity)))
 }
 
 /// Serves one TCP connection until the client closes it or the emulator shuts down.
@@ -88,7 +132,8 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut connection = match acceptor.accept(FlowFix::new(stream)).await {
+    let settler = BrokerSettler(shared.broker.clone());
+    let mut connection = match acceptor.accept(WireShim::new(stream, settler)).await {
         Ok(c) => c,
         Err(error) => {
             tracing::debug!(%error, "connection handshake failed");
@@ -131,6 +176,27 @@ pub(crate) async fn serve(
     }
 }
 
+/// Applies a receive link's disposition to the broker for the wire shim.
+struct BrokerSettler(Arc<Broker>);
+
+impl Settle for BrokerSettler {
+    fn settle(
+        &self,
+        token: [u8; 16],
+        outcome: &DeliveryState,
+    ) -> Result<(), fe2o3_amqp_types::definitions::Error> {
+        let Some(disposition) = link::disposition_of(outcome.clone()) else {
+            return Ok(());
+        };
+        // The disposition arrives on the link the message was delivered on, which is the lock's
+        // owner, so the broker checks the session lock against that owner.
+        self.0.settle(&token, None, disposition).map_err(|error| {
+            tracing::debug!(error = %error.description, "link settlement refused");
+            amqp_error(&error)
+        })
+    }
+}
+
 /// An "accept next session" attach waiting for a session to have messages.
 struct PendingSessionAttach {
     attach: Attach,
@@ -142,7 +208,7 @@ struct PendingSessionAttach {
 async fn run_session(mut session: ListenerSessionHandle, conn: Arc<Connection>) {
     let ctx = Arc::new(SessionCtx {
         conn: conn.clone(),
-        replies: Mutex::new(HashMap::new()),
+        replies: Mutex::new(Vec::new()),
     });
     let mut shutdown = conn.shutdown.clone();
     let mut changes = conn.shared.broker.subscribe();
@@ -165,6 +231,11 @@ async fn run_session(mut session: ListenerSessionHandle, conn: Arc<Connection>) 
     if let Err(error) = session.end().await {
         tracing::debug!(%error, "ending session");
     }
+}
+
+/// The `reply-to` of a request, if it has one.
+fn reply_to(request: &crate::entity::message::AmqpMessage) -> Option<&str> {
+    request.properties.as_ref()?.reply_to.as_deref()
 }
 
 fn target_address(attach: &Attach) -> Option<String> {
@@ -194,13 +265,12 @@ async fn route(
             let address = target_address(&attach).unwrap_or_default();
             let path = address_path(&address).to_string();
             if path.eq_ignore_ascii_case("$cbs") {
-                if let Some(receiver) = accept_receiver(LinkAcceptor::new(), attach, session).await
+                if let Some(receiver) = accept_receiver(incoming_acceptor(), attach, session).await
                 {
                     let ctx = ctx.clone();
                     tokio::spawn(link::receive_loop(receiver, shutdown, move |_, request| {
-                        let reply_to = request.properties.as_ref().and_then(|p| p.reply_to.clone());
                         let reply = put_token(&ctx, &request);
-                        ctx.send_reply(reply_to, reply);
+                        ctx.send_reply("$cbs", reply_to(&request), reply);
                         Ok(())
                     }));
                 }
@@ -211,13 +281,13 @@ async fn route(
                 if !authorized(ctx, &format!("{entity}/$management")) {
                     return reject(attach, session, unauthorized(&entity)).await;
                 }
-                if let Some(receiver) = accept_receiver(LinkAcceptor::new(), attach, session).await
+                if let Some(receiver) = accept_receiver(incoming_acceptor(), attach, session).await
                 {
                     let ctx = ctx.clone();
+                    let node_key = format!("{}/$management", entity_key(&entity));
                     tokio::spawn(link::receive_loop(receiver, shutdown, move |_, request| {
-                        let reply_to = request.properties.as_ref().and_then(|p| p.reply_to.clone());
                         let reply = management::handle(&ctx.conn.shared.broker, &node, &request);
-                        ctx.send_reply(reply_to, reply);
+                        ctx.send_reply(&node_key, reply_to(&request), reply);
                         Ok(())
                     }));
                 }
@@ -228,10 +298,17 @@ async fn route(
                 if !authorized(ctx, &path) {
                     return reject(attach, session, unauthorized(&path)).await;
                 }
-                // No max-message-size on the link: an oversized message is received and rejected
-                // with message-size-exceeded, so the client gets an outcome instead of a dead link.
-                if let Some(receiver) = accept_receiver(LinkAcceptor::new(), attach, session).await
-                {
+                // The link states the message size limit, as Service Bus does: the official SDKs
+                // size their batches by it (@azure/service-bus does not recognise a batch
+                // without it). A client that sends more anyway gets the message rejected with
+                // message-size-exceeded and keeps a usable link.
+                let max =
+                    u64::try_from(shared.broker.limits().max_message_bytes).unwrap_or(u64::MAX);
+                let acceptor = incoming_acceptor()
+                    .into_builder()
+                    .max_message_size(max)
+                    .build();
+                if let Some(receiver) = accept_receiver(acceptor, attach, session).await {
                     let handler = link::entity_handler(shared.broker.clone(), target);
                     tokio::spawn(link::receive_loop(receiver, shutdown, handler));
                 }
@@ -241,16 +318,29 @@ async fn route(
         Role::Receiver => {
             let address = source_address(&attach).unwrap_or_default();
             let path = address_path(&address).to_string();
-            if path.eq_ignore_ascii_case("$cbs") || management::node_path(&address).is_some() {
-                let client_node = target_address(&attach).unwrap_or_default();
+            if let Some(node) = node_key(&address) {
                 let (tx, rx) = mpsc::unbounded_channel();
+                let id = NEXT_LINK_ID.fetch_add(1, Ordering::Relaxed);
                 // Registered before the attach completes so no request can miss its reply link.
                 ctx.replies
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(client_node, tx);
-                if let Some(sender) = accept_sender(LinkAcceptor::new(), attach, session).await {
-                    tokio::spawn(link::reply_loop(sender, rx, shutdown));
+                    .push(ReplyLink {
+                        id,
+                        node,
+                        name: attach.name.clone(),
+                        target: target_address(&attach),
+                        tx,
+                    });
+                match accept_sender(LinkAcceptor::new(), attach, session).await {
+                    Some(sender) => {
+                        let ctx = ctx.clone();
+                        tokio::spawn(async move {
+                            link::reply_loop(sender, rx, shutdown).await;
+                            ctx.remove_reply_link(id);
+                        });
+                    }
+                    None => ctx.remove_reply_link(id),
                 }
                 return;
             }
@@ -360,18 +450,26 @@ async fn accept_session_link(
     locked_until: i64,
 ) {
     if let Some(filter) = attach.source.as_mut().and_then(|s| s.filter.as_mut()) {
-        filter.insert(
-            Symbol::from(SESSION_FILTER),
+        // The source comes back with the session id filled in, in the shape the client used:
+        // the official SDKs send (and read back) a plain string, azservicebus a described one.
+        let described = matches!(filter.get(SESSION_FILTER), Some(Value::Described(_)));
+        let value = if described {
             Value::Described(Box::new(Described {
                 descriptor: Descriptor::Code(SESSION_FILTER_CODE),
                 value: Value::String(id.clone()),
-            })),
-        );
+            }))
+        } else {
+            Value::String(id.clone())
+        };
+        filter.insert(Symbol::from(SESSION_FILTER), value);
     }
+    // Service Bus states the session lock's expiry as .NET ticks (a long), which is what the
+    // official SDKs decode; azservicebus 0.25 only understands a timestamp here and then reports
+    // 0001-01-01 (it learns the real expiry from renew-session-lock).
     let mut properties = Fields::default();
     properties.insert(
         Symbol::from(LOCKED_UNTIL_UTC),
-        Value::Timestamp(Timestamp::from_milliseconds(locked_until)),
+        Value::Long(dotnet_ticks(locked_until)),
     );
     let acceptor = LinkAcceptor::builder().properties(properties).build();
     let broker = ctx.conn.shared.broker.clone();
@@ -389,6 +487,33 @@ async fn accept_session_link(
         }
         None => broker.link_closed(link_id),
     }
+}
+
+/// Acceptor for links the client sends on.
+///
+/// The emulator settles every incoming delivery itself (rcv-settle-mode `first`), as Service
+/// Bus does, whatever mode the client asks for: pyamqp senders request `second` but never settle
+/// in answer to an unsettled disposition, so a `second`-mode receiver would leave their sends
+/// waiting forever. A receiver's mode in its attach is authoritative; clients that cannot live with
+/// `first` detach.
+type DefaultLinkAcceptor = LinkAcceptor<
+    fn(fe2o3_amqp_types::messaging::Source) -> Option<fe2o3_amqp_types::messaging::Source>,
+    fn(fe2o3_amqp_types::messaging::Target) -> Option<fe2o3_amqp_types::messaging::Target>,
+>;
+
+fn incoming_acceptor() -> DefaultLinkAcceptor {
+    LinkAcceptor::builder()
+        .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
+        .fallback_receiver_settle_mode(ReceiverSettleMode::First)
+        .build()
+}
+
+/// .NET `DateTime` ticks (100 ns since 0001-01-01) of a Unix time in milliseconds.
+fn dotnet_ticks(unix_ms: i64) -> i64 {
+    const UNIX_EPOCH_TICKS: i64 = 621_355_968_000_000_000;
+    unix_ms
+        .saturating_mul(10_000)
+        .saturating_add(UNIX_EPOCH_TICKS)
 }
 
 async fn accept_receiver<FS, FT>(
@@ -481,6 +606,7 @@ fn put_token(ctx: &SessionCtx, request: &crate::entity::message::AmqpMessage) ->
     let operation = app_property(request, "operation").unwrap_or_default();
     if operation != "put-token" {
         return amqp::error_reply(
+            StatusNames::Cbs,
             id,
             &OpError::not_allowed(format!("unsupported $cbs operation '{operation}'")),
         );
@@ -501,11 +627,12 @@ fn put_token(ctx: &SessionCtx, request: &crate::entity::message::AmqpMessage) ->
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .grant(path);
-            amqp::reply(id, 202, "Accepted", None, Value::Null)
+            amqp::reply(StatusNames::Cbs, id, 202, "Accepted", None, Value::Null)
         }
         Err(reason) => {
             tracing::debug!(%name, %reason, "put-token refused");
             amqp::error_reply(
+                StatusNames::Cbs,
                 id,
                 &OpError::unauthorized(format!("InvalidSignature: {reason}")),
             )

@@ -48,3 +48,26 @@ pub enum EmulatorError {
         source: std::io::Error,
     },
 }
+
+/// Errors finding the SAS key the binary accepts. They name where the key was looked for, never
+/// the key itself.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The key file could not be read.
+    #[error("cannot read the key file {path}: {source}")]
+    Read {
+        /// Path of the key file.
+        path: String,
+        /// Underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The key file or variable holds no key.
+    #[error("{0} holds no key")]
+    Empty(String),
+    /// The emulator would listen beyond this machine with the public development key.
+    #[error(
+        "listening on {0} (not a loopback address) needs a key of your own: set \
+         BUSWAY_SB_EMULATOR_KEY or pass --key-file"
+    )]
+    PublicKeyOnNetwork(String),
+}

@@ -6,6 +6,11 @@
 //! (`sys.Label`, `sys.CorrelationId`, `sys.MessageId`, `sys.To`, `sys.ReplyTo`, `sys.SessionId`,
 //! `sys.ReplyToSessionId`, `sys.ContentType`). `LIKE`, arithmetic and functions are rejected when the
 //! rule is created, so an unsupported filter fails loudly instead of silently matching nothing.
+//!
+//! A filter's text comes from clients (`add-rule`) and configuration files. Service Bus accepts at
+//! most 1024 characters ([`MAX_SQL_LENGTH`]); nesting by parentheses and `NOT` is bounded as well
+//! ([`MAX_SQL_DEPTH`]), so parsing, evaluating and dropping an expression tree cannot exhaust the
+//! stack whatever the text.
 
 use fe2o3_amqp_types::primitives::SimpleValue;
 
@@ -13,6 +18,11 @@ use crate::{
     config::{CorrelationFilter, RuleFilter},
     entity::message::{AmqpMessage, message_id_string},
 };
+
+/// Longest SQL filter expression Service Bus accepts, in characters.
+pub(crate) const MAX_SQL_LENGTH: usize = 1024;
+/// Deepest nesting of parentheses and `NOT` accepted in a SQL filter.
+pub(crate) const MAX_SQL_DEPTH: usize = 32;
 
 /// A filter ready to evaluate.
 #[derive(Debug, Clone)]
@@ -26,7 +36,14 @@ impl CompiledFilter {
     pub fn compile(filter: &RuleFilter) -> Result<Self, String> {
         match filter {
             RuleFilter::Correlation(c) => Ok(Self::Correlation(c.clone())),
-            RuleFilter::Sql(text) => Parser::new(text)?.parse().map(Self::Sql),
+            RuleFilter::Sql(text) => {
+                if text.chars().count() > MAX_SQL_LENGTH {
+                    return Err(format!(
+                        "a SQL filter may not be longer than {MAX_SQL_LENGTH} characters"
+                    ));
+                }
+                Parser::new(text)?.parse().map(Self::Sql)
+            }
         }
     }
 
@@ -277,6 +294,8 @@ enum Token {
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
+    /// Current nesting of parentheses and `NOT`.
+    depth: usize,
 }
 
 impl Parser {
@@ -366,7 +385,11 @@ impl Parser {
                 return Err(format!("unsupported character {c:?} in SQL filter"));
             }
         }
-        Ok(Self { tokens, pos: 0 })
+        Ok(Self {
+            tokens,
+            pos: 0,
+            depth: 0,
+        })
     }
 
     fn parse(mut self) -> Result<Expr, String> {
@@ -414,9 +437,25 @@ impl Parser {
         Ok(left)
     }
 
+    /// Enters one nesting level, refusing to go deeper than [`MAX_SQL_DEPTH`].
+    fn nested<T>(
+        &mut self,
+        parse: impl FnOnce(&mut Self) -> Result<T, String>,
+    ) -> Result<T, String> {
+        if self.depth >= MAX_SQL_DEPTH {
+            return Err(format!(
+                "a SQL filter may not nest parentheses and NOT deeper than {MAX_SQL_DEPTH} levels"
+            ));
+        }
+        self.depth += 1;
+        let result = parse(self);
+        self.depth -= 1;
+        result
+    }
+
     fn not(&mut self) -> Result<Expr, String> {
         if self.eat_keyword("NOT") {
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            return self.nested(|p| Ok(Expr::Not(Box::new(p.not()?))));
         }
         self.primary()
     }
@@ -424,7 +463,7 @@ impl Parser {
     fn primary(&mut self) -> Result<Expr, String> {
         if self.tokens.get(self.pos) == Some(&Token::LParen) {
             self.pos += 1;
-            let e = self.or()?;
+            let e = self.nested(Self::or)?;
             self.expect(Token::RParen)?;
             return Ok(e);
         }
@@ -552,5 +591,40 @@ mod tests {
         assert!(!sql("NOT (color = 'red')").matches(&m));
         assert!(sql("EXISTS(color)").matches(&m));
         assert!(CompiledFilter::compile(&RuleFilter::Sql("color LIKE 'r%'".into())).is_err());
+    }
+
+    fn compile(text: String) -> Result<CompiledFilter, String> {
+        CompiledFilter::compile(&RuleFilter::Sql(text))
+    }
+
+    /// Issue #11 item 11: on 1f6f772 these overflowed the stack and aborted the process.
+    #[test]
+    fn deep_nesting_is_refused_instead_of_overflowing_the_stack() {
+        let parens = format!("{}1=1{}", "(".repeat(100_000), ")".repeat(100_000));
+        assert!(compile(parens).is_err());
+        let nots = format!("{}1=1", "NOT ".repeat(100_000));
+        assert!(compile(nots).is_err());
+        // Within the limits nesting still works.
+        let ok = format!("{}color = 'red'{}", "(".repeat(31), ")".repeat(31));
+        assert!(compile(ok).unwrap().matches(&message("red", 1)));
+        let too_deep = format!("{}color = 'red'{}", "(".repeat(33), ")".repeat(33));
+        assert!(compile(too_deep).unwrap_err().contains("deeper"));
+        assert!(compile(format!("{}1=1", "NOT ".repeat(32))).is_ok());
+        assert!(compile(format!("{}1=1", "NOT ".repeat(33))).is_err());
+        // Short enough for the length limit, too deep for the parser.
+        let short_deep = format!("{}1=1{}", "(".repeat(500), ")".repeat(500));
+        assert!(short_deep.len() <= MAX_SQL_LENGTH);
+        assert!(compile(short_deep).unwrap_err().contains("deeper"));
+    }
+
+    #[test]
+    fn long_expressions_are_refused_like_service_bus() {
+        let chain = vec!["n = 1"; 300].join(" OR ");
+        assert!(chain.len() > MAX_SQL_LENGTH);
+        assert!(compile(chain).unwrap_err().contains("1024"));
+        // The longest chain that fits evaluates without trouble.
+        let fits = vec!["n = 5"; 110].join(" OR ");
+        assert!(fits.len() <= MAX_SQL_LENGTH);
+        assert!(compile(fits).unwrap().matches(&message("red", 5)));
     }
 }

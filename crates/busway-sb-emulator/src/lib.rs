@@ -23,17 +23,20 @@ mod connection;
 mod entity;
 pub mod error;
 mod filter;
-mod flow_fix;
+#[doc(hidden)]
+pub mod fuzzing;
 mod link;
 mod management;
 mod server;
+mod wire;
 
 pub use config::{
     CorrelationFilter, DuplicateDetection, EntityProperties, NamespaceConfig, QueueConfig,
     RuleConfig, RuleFilter, SubscriptionConfig, TopicConfig,
 };
 pub use entity::Limits;
-pub use error::{ConfigError, EmulatorError};
+pub use error::{ConfigError, EmulatorError, KeyError};
 pub use server::{
-    DEFAULT_SAS_KEY, DEFAULT_SAS_KEY_NAME, Emulator, EmulatorBuilder, EmulatorHandle,
+    DEFAULT_SAS_KEY, DEFAULT_SAS_KEY_NAME, Emulator, EmulatorBuilder, EmulatorHandle, KEY_ENV,
+    REDACTED, check_key_for_host, load_key,
 };

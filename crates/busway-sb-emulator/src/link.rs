@@ -17,7 +17,7 @@ use std::{collections::VecDeque, sync::Arc, time::Duration};
 use fe2o3_amqp::{Receiver, Sendable, Sender, link::delivery::DeliveryInfo};
 use fe2o3_amqp_types::{
     definitions::{self, ErrorCondition, Fields},
-    messaging::{Body, Message, Outcome, message::__private::Deserializable},
+    messaging::{Body, DeliveryState, Message, message::__private::Deserializable},
     primitives::{Symbol, Value},
 };
 use tokio::{
@@ -126,7 +126,7 @@ pub(crate) fn unpack(
         .collect()
 }
 
-/// Sends queued replies, pre-settled, on a `$cbs` / `$management` reply link.
+/// Sends queued replies on a `$cbs` / `$management` reply link.
 pub(crate) async fn reply_loop(
     mut sender: Sender,
     mut replies: mpsc::UnboundedReceiver<Reply>,
@@ -136,10 +136,16 @@ pub(crate) async fn reply_loop(
         tokio::select! {
             reply = replies.recv() => match reply {
                 Some(reply) => {
+                    // Pre-settled where the link allows it. Where the client asked for unsettled
+                    // replies (pyamqp does) it may never settle them, so the outcome is not
+                    // awaited: waiting would hold every later reply back.
                     let sendable = Sendable::builder().message(reply).settled(true).build();
-                    if let Err(error) = sender.send(sendable).await {
-                        tracing::debug!(%error, "reply link ended");
-                        break;
+                    match sender.send_batchable(sendable).await {
+                        Ok(outcome) => drop(outcome),
+                        Err(error) => {
+                            tracing::debug!(%error, "reply link ended");
+                            break;
+                        }
                     }
                 }
                 None => break,
@@ -193,37 +199,51 @@ pub(crate) async fn delivery_loop(
                     _ = shutdown.changed() => break,
                 }
             }
-            Acquired::Message { token, message } => {
+            Acquired::Message {
+                token,
+                seq,
+                message,
+            } => {
                 let sendable = Sendable::builder()
                     .message(*message)
                     .settled(receive_and_delete)
                     .build();
-                let attempt = tokio::select! {
-                    biased;
-                    sent = sender.send_batchable(sendable) => Some(sent),
-                    () = tokio::time::sleep(PROBE_WINDOW) => None,
+                let deadline = Instant::now() + PROBE_WINDOW;
+                let attempt = {
+                    let send = sender.send_batchable(sendable);
+                    tokio::pin!(send);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            // A message ahead of this one came back (abandoned, lock expired) while
+                            // we waited for credit: offer that one instead, as Service Bus delivers
+                            // in sequence order. Checked first so that a settlement read just before
+                            // the client's new credit wins over the credit.
+                            changed = changes.changed() => {
+                                if changed.is_err()
+                                    || broker.available_before(&source, session.as_deref(), seq)
+                                {
+                                    break None;
+                                }
+                            }
+                            sent = &mut send => break Some(sent),
+                            () = tokio::time::sleep_until(deadline) => break None,
+                        }
+                    }
                 };
                 match attempt {
                     Some(Ok(outcome)) => {
                         tracing::trace!(link, "delivered");
                         broker.confirm_delivery(&token);
-                        if receive_and_delete {
-                            if let Err(e) = broker.settle(&token, Some(link), Disposition::Complete)
-                            {
-                                tracing::debug!(error = %e.description, "receive-and-delete settle");
-                            }
-                        } else {
-                            let broker = broker.clone();
-                            tokio::spawn(async move {
-                                // Resolves when the client settles, or fails when the link goes.
-                                if let Ok(outcome) = outcome.await {
-                                    let disposition = disposition_of(outcome);
-                                    if let Err(e) = broker.settle(&token, Some(link), disposition) {
-                                        tracing::debug!(error = %e.description, "link settlement refused");
-                                    }
-                                }
-                            });
+                        if receive_and_delete
+                            && let Err(e) = broker.settle(&token, Some(link), Disposition::Complete)
+                        {
+                            tracing::debug!(error = %e.description, "receive-and-delete settle");
                         }
+                        // Peek-lock settlements arrive as dispositions, which the wire shim
+                        // settles with the broker and answers (see `wire.rs`): fe2o3 would not
+                        // answer them correctly, so its outcome future is left unused.
+                        drop(outcome);
                     }
                     Some(Err(error)) => {
                         broker.release_unsent(&token);
@@ -253,12 +273,12 @@ pub(crate) async fn delivery_loop(
     }
 }
 
-/// Maps the client's outcome to a Service Bus settlement.
-fn disposition_of(outcome: Outcome) -> Disposition {
-    match outcome {
-        Outcome::Accepted(_) => Disposition::Complete,
-        Outcome::Released(_) => Disposition::Release,
-        Outcome::Modified(modified) => {
+/// Maps the client's outcome to a Service Bus settlement (`None` for a non-terminal state).
+pub(crate) fn disposition_of(state: DeliveryState) -> Option<Disposition> {
+    Some(match state {
+        DeliveryState::Accepted(_) => Disposition::Complete,
+        DeliveryState::Released(_) => Disposition::Release,
+        DeliveryState::Modified(modified) => {
             let properties = fields(modified.message_annotations);
             if modified.undeliverable_here == Some(true) {
                 Disposition::Defer(properties)
@@ -266,7 +286,7 @@ fn disposition_of(outcome: Outcome) -> Disposition {
                 Disposition::Abandon(properties)
             }
         }
-        Outcome::Rejected(rejected) => {
+        DeliveryState::Rejected(rejected) => {
             let mut reason = None;
             let mut description = None;
             let mut properties = Vec::new();
@@ -283,9 +303,8 @@ fn disposition_of(outcome: Outcome) -> Disposition {
                 properties,
             }
         }
-        #[allow(unreachable_patterns)]
-        _ => Disposition::Release,
-    }
+        _ => return None,
+    })
 }
 
 fn fields(fields: Option<Fields>) -> Vec<(String, Value)> {

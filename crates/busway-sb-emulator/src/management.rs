@@ -10,8 +10,8 @@ use serde_amqp::{described::Described, descriptor::Descriptor};
 
 use crate::{
     amqp::{
-        self, Reply, app_property, as_i64, as_str, body_map, error_reply, get, items, lock_tokens,
-        opt_str, sequence_numbers,
+        self, Reply, StatusNames, app_property, as_i64, as_str, body_map, error_reply, get, items,
+        lock_tokens, opt_str, sequence_numbers,
     },
     config::{CorrelationFilter, RuleConfig, RuleFilter},
     entity::{Broker, Disposition, OpError, Source, Target, entity_key, message::AmqpMessage},
@@ -59,10 +59,17 @@ pub(crate) fn handle(broker: &Broker, node: &ManagementNode, request: &AmqpMessa
     let body = body_map(request).unwrap_or(&empty);
     tracing::debug!(entity = %node.path, %operation, "management request");
     match dispatch(broker, node, &operation, body) {
-        Ok((status, value)) => amqp::reply(id, status, status_text(status), None, value),
+        Ok((status, value)) => amqp::reply(
+            StatusNames::Management,
+            id,
+            status,
+            status_text(status),
+            None,
+            value,
+        ),
         Err(error) => {
             tracing::debug!(entity = %node.path, %operation, status = error.status, "management request failed");
-            error_reply(id, &error)
+            error_reply(StatusNames::Management, id, &error)
         }
     }
 }

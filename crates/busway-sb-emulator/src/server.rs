@@ -17,6 +17,10 @@ use crate::{
 pub const DEFAULT_SAS_KEY_NAME: &str = "RootManageSharedAccessKey";
 /// Key value the official emulator's connection string uses.
 pub const DEFAULT_SAS_KEY: &str = "SAS_KEY_VALUE";
+/// Environment variable the binary reads its SAS key from.
+pub const KEY_ENV: &str = "BUSWAY_SB_EMULATOR_KEY";
+/// Shown in place of a SAS key wherever the emulator prints a connection string.
+pub const REDACTED: &str = "<redacted>";
 /// How often timers (locks, TTL, schedules, session locks) are evaluated.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -183,7 +187,7 @@ async fn accept_loop(
     let acceptor = Arc::new(
         ConnectionAcceptor::builder()
             .container_id("busway-sb-emulator")
-            .max_frame_size(65_536)
+            .max_frame_size(crate::wire::MAX_FRAME_SIZE)
             .sasl_acceptor(SaslAnonymousMechanism::new())
             .build(),
     );
@@ -241,6 +245,53 @@ impl std::fmt::Debug for EmulatorHandle {
     }
 }
 
+impl std::fmt::Display for EmulatorHandle {
+    /// The connection string with the key redacted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.connection_string_with(REDACTED))
+    }
+}
+
+/// The SAS key the binary accepts: the first line of `key_file`, else the value of
+/// [`KEY_ENV`] (`env`), else `None` (the official emulator's public development key, which is
+/// allowed only on a loopback address: see [`check_key_for_host`]).
+pub fn load_key(
+    key_file: Option<&Path>,
+    env: Option<&str>,
+) -> Result<Option<String>, crate::error::KeyError> {
+    use crate::error::KeyError;
+    if let Some(path) = key_file {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let key = text.lines().next().unwrap_or_default().trim();
+        if key.is_empty() {
+            return Err(KeyError::Empty(path.display().to_string()));
+        }
+        return Ok(Some(key.to_string()));
+    }
+    match env {
+        Some(value) if value.trim().is_empty() => Err(KeyError::Empty(KEY_ENV.to_string())),
+        Some(value) => Ok(Some(value.trim().to_string())),
+        None => Ok(None),
+    }
+}
+
+/// Refuses the public development key on an address other machines can reach.
+pub fn check_key_for_host(host: &str, key: Option<&str>) -> Result<(), crate::error::KeyError> {
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if key.is_none() && !loopback {
+        return Err(crate::error::KeyError::PublicKeyOnNetwork(host.to_string()));
+    }
+    Ok(())
+}
+
 impl EmulatorHandle {
     /// The address the emulator listens on.
     pub fn local_addr(&self) -> SocketAddr {
@@ -264,10 +315,17 @@ impl EmulatorHandle {
     }
 
     /// `Endpoint=sb://127.0.0.1:PORT;SharedAccessKeyName=..;SharedAccessKey=..;UseDevelopmentEmulator=true`
+    ///
+    /// It holds the key: hand it to clients, do not log it ([`EmulatorHandle`]'s `Display` shows
+    /// it with the key redacted).
     pub fn connection_string(&self) -> String {
+        self.connection_string_with(&self.key)
+    }
+
+    fn connection_string_with(&self, key: &str) -> String {
         format!(
-            "Endpoint=sb://{};SharedAccessKeyName={};SharedAccessKey={};UseDevelopmentEmulator=true",
-            self.addr, self.key_name, self.key
+            "Endpoint=sb://{};SharedAccessKeyName={};SharedAccessKey={key};UseDevelopmentEmulator=true",
+            self.addr, self.key_name
         )
     }
 

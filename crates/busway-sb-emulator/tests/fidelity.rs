@@ -680,18 +680,23 @@ async fn oversized_message_is_refused() {
         let emulator = start(Emulator::builder().queue(queue("q1"))).await;
         let mut client = connect(&emulator).await;
         let mut s = sender(&mut client, "q1").await;
+        // The link states the limit (max-message-size 256 KiB), as Service Bus does, and the
+        // limit is enforced: a larger message is never stored. (azservicebus 0.25 / fe2o3 cut a
+        // message above the link's max-message-size into several transfers; the send fails.)
+        assert_eq!(
+            s.create_message_batch(Default::default())
+                .unwrap()
+                .max_size_in_bytes(),
+            256 * 1024
+        );
         let big = vec![b'x'; 300 * 1024];
-        let error = format!(
-            "{:?}",
-            s.send_message(ServiceBusMessage::new(big))
-                .await
-                .expect_err("too large")
-        );
         assert!(
-            error.to_lowercase().contains("size"),
-            "a message above 256 KB must be refused: {error}"
+            s.send_message(ServiceBusMessage::new(big)).await.is_err(),
+            "a message above 256 KB must be refused"
         );
-        // A message below the limit still goes through on the same link.
+        assert_eq!(emulator.message_counts("q1"), Some((0, 0)));
+        // A message below the limit goes through.
+        let mut s = sender(&mut client, "q1").await;
         s.send_message(ServiceBusMessage::new(vec![b'y'; 200 * 1024]))
             .await
             .unwrap();

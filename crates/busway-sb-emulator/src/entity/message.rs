@@ -173,9 +173,11 @@ pub(crate) fn annotation<'a>(message: &'a AmqpMessage, key: &str) -> Option<&'a 
         })
 }
 
-/// Serialises a message the way `peek-message` and `receive-by-sequence-number` return it.
+/// Serialises a message the way `peek-message` and `receive-by-sequence-number` return it, with
+/// every header field present as Service Bus writes it (see `wire::explicit_header`).
 pub(crate) fn encode(message: AmqpMessage) -> Vec<u8> {
-    serde_amqp::to_vec(&Serializable(message)).unwrap_or_default()
+    let bytes = serde_amqp::to_vec(&Serializable(message)).unwrap_or_default();
+    crate::wire::explicit_header(&bytes).unwrap_or(bytes)
 }
 
 /// The string form Service Bus uses for a MessageId (duplicate detection, filters).
