@@ -17,7 +17,7 @@ use busway_memory::MemoryBroker;
 use busway_schema::codec::JsonSchemaCodec;
 use busway_schema::registry::MemoryRegistry;
 use busway_schema::{
-    DataSchema, Event, EventPublisher, EventRouter, Schema, SchemaError, SchemaRegistry,
+    DataSchema, EventPublisher, EventRouter, EventType, Schema, SchemaError, SchemaRegistry,
 };
 use serde::{Deserialize, Serialize};
 
@@ -70,7 +70,7 @@ struct OrderPlaced {
     currency: String,
 }
 
-impl Event for OrderPlacedV1 {
+impl EventType for OrderPlacedV1 {
     const TYPE: &'static str = "shop.order.placed";
     const VERSION: u32 = 1;
     type Codec = JsonSchemaCodec<Self>;
@@ -79,7 +79,7 @@ impl Event for OrderPlacedV1 {
     }
 }
 
-impl Event for OrderPlaced {
+impl EventType for OrderPlaced {
     const TYPE: &'static str = "shop.order.placed";
     const VERSION: u32 = 2;
     type Codec = JsonSchemaCodec<Self>;

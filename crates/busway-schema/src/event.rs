@@ -16,7 +16,7 @@
 //! registry's address, so that the attribute can be resolved with any HTTP client. The subject is
 //! percent-encoded as one path segment (a `/` in a subject becomes `%2F`). The version is the
 //! subject's version in the registry, which the publisher checks is the event's
-//! [`Event::VERSION`]. [`DataSchema::parse`] reads both forms back and refuses anything else
+//! [`EventType::VERSION`]. [`DataSchema::parse`] reads both forms back and refuses anything else
 //! with an error saying what is wrong.
 
 use std::fmt;
@@ -34,13 +34,13 @@ use crate::error::SchemaError;
 ///
 /// ```
 /// use busway_schema::codec::JsonSchemaCodec;
-/// use busway_schema::event::{DataSchema, Event};
+/// use busway_schema::event::{DataSchema, EventType};
 /// use busway_schema::SchemaError;
 ///
 /// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct OrderPlaced { order: u64, cents: i64 }
 ///
-/// impl Event for OrderPlaced {
+/// impl EventType for OrderPlaced {
 ///     const TYPE: &'static str = "shop.order.placed";
 ///     const VERSION: u32 = 2;
 ///     type Codec = JsonSchemaCodec<Self>;
@@ -52,7 +52,7 @@ use crate::error::SchemaError;
 /// assert_eq!(OrderPlaced::SUBJECT, "shop.order.placed");
 /// assert_eq!(DataSchema::of::<OrderPlaced>().to_string(), "busway:/subjects/shop.order.placed/versions/2");
 /// ```
-pub trait Event: Sized + Send + 'static {
+pub trait EventType: Sized + Send + 'static {
     /// The CloudEvents `type`, shared by every version of the event (e.g. `shop.order.placed`).
     const TYPE: &'static str;
 
@@ -107,7 +107,7 @@ impl DataSchema {
     }
 
     /// The subject and version of event `E`.
-    pub fn of<E: Event>() -> Self {
+    pub fn of<E: EventType>() -> Self {
         Self::new(E::SUBJECT, E::VERSION)
     }
 

@@ -8,7 +8,7 @@
 //!   registry runs on registration; [`compat::assert_compatible`] is for users' own tests.
 //! - [`registry`]: the [`SchemaRegistry`] trait and its implementations (in memory, a directory
 //!   kept in git, the Confluent Schema Registry REST API).
-//! - [`event`]: the [`Event`] trait (CloudEvents type, version, subject, codec) and how the
+//! - [`event`]: the [`EventType`] trait (CloudEvents type, version, subject, codec) and how the
 //!   version travels in `dataschema` ([`DataSchema`]).
 //! - [`codec`]: JSON, JSON Schema, Avro and Protobuf codecs.
 //! - [`publish`]: the [`EventPublisher`]: resolve the schema, validate, encode, publish.
@@ -31,7 +31,7 @@ pub mod upcast;
 pub use compat::{CompatibilityReport, Incompatibility};
 pub use dispatch::{EventHandler, EventRouter};
 pub use error::SchemaError;
-pub use event::{DataSchema, Event};
+pub use event::{DataSchema, EventType};
 pub use publish::EventPublisher;
 pub use registry::SchemaRegistry;
 pub use schema::{CompatibilityMode, RegisteredSchema, Schema, SchemaFormat};

@@ -12,7 +12,7 @@ use super::handler::{EventHandler, Route, TypedRoute};
 use super::routing::Inner;
 use crate::codec::{SchemaCache, WireFormat};
 use crate::error::SchemaError;
-use crate::event::Event;
+use crate::event::EventType;
 use crate::registry::SchemaRegistry;
 use crate::upcast::Upcasters;
 
@@ -52,7 +52,7 @@ impl EventRouterBuilder {
 
     /// Handles events of `E`'s type with `handler`, decoded as `E`. One handler per event type:
     /// older versions are upcast into `E`.
-    pub fn on<E: Event, A: 'static>(mut self, handler: impl EventHandler<E, A>) -> Self {
+    pub fn on<E: EventType, A: 'static>(mut self, handler: impl EventHandler<E, A>) -> Self {
         if self.error.is_some() {
             return self;
         }
@@ -88,8 +88,8 @@ impl EventRouterBuilder {
     /// [`Upcasters::typed`].
     pub fn upcast<From, To, F>(mut self, f: F) -> Self
     where
-        From: Event,
-        To: Event,
+        From: EventType,
+        To: EventType,
         F: Fn(From) -> To + Send + Sync + 'static,
     {
         if self.error.is_none()

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::routing::{Inner, classify};
 use crate::codec::Codec;
-use crate::event::Event;
+use crate::event::EventType;
 use crate::schema::SchemaFormat;
 
 /// A boxed future that can move between threads, as [`EventHandler`]s return.
@@ -62,7 +62,7 @@ pub(super) trait Route: Send + Sync {
     ) -> BoxFuture<'a, Result<(), HandlerError>>;
 }
 
-pub(super) struct TypedRoute<E: Event, H, A> {
+pub(super) struct TypedRoute<E: EventType, H, A> {
     pub(super) codec: E::Codec,
     pub(super) handler: H,
     /// `A` tells the handler's forms apart (see [`EventHandler`]).
@@ -71,7 +71,7 @@ pub(super) struct TypedRoute<E: Event, H, A> {
 
 impl<E, H, A> Route for TypedRoute<E, H, A>
 where
-    E: Event,
+    E: EventType,
     H: EventHandler<E, A>,
     A: 'static,
 {

@@ -52,12 +52,12 @@ use routing::Inner;
 /// use busway_memory::MemoryBroker;
 /// use busway_schema::codec::JsonCodec;
 /// use busway_schema::registry::MemoryRegistry;
-/// use busway_schema::{Event, EventRouter, SchemaError};
+/// use busway_schema::{EventType, EventRouter, SchemaError};
 ///
 /// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct OrderPlaced { order: u64 }
 ///
-/// impl Event for OrderPlaced {
+/// impl EventType for OrderPlaced {
 ///     const TYPE: &'static str = "shop.order.placed";
 ///     const VERSION: u32 = 1;
 ///     type Codec = JsonCodec<Self>;

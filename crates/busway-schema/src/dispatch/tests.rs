@@ -12,7 +12,7 @@ use tower::ServiceExt;
 use super::{BoxFuture, EventHandler, EventRouter, EventRouterBuilder};
 use crate::codec::{AvroCodec, Codec, JsonCodec, JsonSchemaCodec, WireFormat};
 use crate::error::SchemaError;
-use crate::event::{DataSchema, Event};
+use crate::event::{DataSchema, EventType};
 use crate::registry::{MemoryRegistry, SchemaRegistry};
 use crate::schema::{CompatibilityMode, Schema};
 
@@ -41,7 +41,7 @@ struct CustomerV3 {
 
 macro_rules! event {
     ($t:ty, $ty:literal, $v:literal, $codec:ident, $schema:expr) => {
-        impl Event for $t {
+        impl EventType for $t {
             const TYPE: &'static str = $ty;
             const VERSION: u32 = $v;
             type Codec = $codec<Self>;
@@ -82,7 +82,7 @@ event!(OrderV3, "test.order", 3, AvroCodec, ORDER_V3);
 struct Ping {
     n: u32,
 }
-impl Event for Ping {
+impl EventType for Ping {
     const TYPE: &'static str = "test.ping";
     const VERSION: u32 = 1;
     type Codec = JsonCodec<Self>;
@@ -104,7 +104,7 @@ async fn registry(
     Arc::new(registry)
 }
 
-fn message<E: Event>(
+fn message<E: EventType>(
     event: &impl serde::Serialize,
     version: u32,
     encode: impl Fn(&serde_json::Value) -> Vec<u8>,
@@ -117,7 +117,7 @@ fn message<E: Event>(
         .unwrap()
 }
 
-fn encoded<E: Event>(event: &E) -> Message {
+fn encoded<E: EventType>(event: &E) -> Message {
     let data = E::codec().unwrap().encode(event).unwrap();
     Message::builder("/test", E::TYPE)
         .data(data)
@@ -152,7 +152,7 @@ fn recorder<E: Clone + Send + 'static>() -> (Seen<E>, impl EventHandler<E, (E,)>
 
 /// A router on `registry` with a recording handler for `E`, plus what `configure` adds
 /// (upcasters).
-fn recording_router<E: Event + Clone + Send + 'static>(
+fn recording_router<E: EventType + Clone + Send + 'static>(
     registry: Arc<dyn SchemaRegistry>,
     configure: impl FnOnce(EventRouterBuilder) -> EventRouterBuilder,
 ) -> (Seen<E>, EventRouter) {

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use busway_core::{ConsumerHandle, DeadLetter, DeadLetterReason, HandlerError, Message};
 use busway_schema::registry::MemoryRegistry;
 use busway_schema::{
-    CompatibilityMode, DataSchema, Event, EventPublisher, EventRouter, SchemaError, SchemaRegistry,
+    CompatibilityMode, DataSchema, EventPublisher, EventRouter, EventType, SchemaError,
+    SchemaRegistry,
 };
 use busway_testkit::Harness;
 use busway_testkit::conformance::support::{consumer, finish_when, unique};
@@ -65,7 +66,7 @@ macro_rules! e2e_tests {
 pub type Seen<E> = Arc<Mutex<Vec<E>>>;
 
 /// A router with one recording handler for `E`, plus whatever `configure` adds (upcasters).
-pub fn recording_router<E: Event + Clone>(
+pub fn recording_router<E: EventType + Clone>(
     registry: Arc<MemoryRegistry>,
     configure: impl FnOnce(
         busway_schema::dispatch::EventRouterBuilder,
@@ -228,7 +229,7 @@ macro_rules! serde_format {
 
             macro_rules! event {
                 ($t:ident, $ty:literal, $v:literal, $schema:expr) => {
-                    impl Event for $t {
+                    impl EventType for $t {
                         const TYPE: &'static str = $ty;
                         const VERSION: u32 = $v;
                         type Codec = $codec<Self>;
@@ -659,7 +660,7 @@ pub mod protobuf {
         pub tracking: String,
     }
 
-    impl Event for ShippedV1 {
+    impl EventType for ShippedV1 {
         const TYPE: &'static str = "logistics.order.shipped";
         const VERSION: u32 = 1;
         type Codec = ProtobufCodec<Self>;
@@ -668,7 +669,7 @@ pub mod protobuf {
         }
     }
 
-    impl Event for ShippedV2 {
+    impl EventType for ShippedV2 {
         const TYPE: &'static str = "logistics.order.shipped";
         const VERSION: u32 = 2;
         type Codec = ProtobufCodec<Self>;
