@@ -25,12 +25,15 @@ use std::str::FromStr;
 use crate::codec::Codec;
 use crate::error::SchemaError;
 
-/// A typed event: its CloudEvents `type`, the version of its schema, the registry subject the
-/// schema lives under, and the codec that turns it into message data.
+/// A Rust type as one version of an event type: its CloudEvents `type`, the version of its
+/// schema, the registry subject the schema lives under, and the codec that turns it into message
+/// data.
 ///
 /// Each version of an event that a program still handles is its own Rust type with the same
-/// `TYPE` and its own `VERSION`; [`EventRouter`](crate::dispatch::EventRouter) dispatches on both
-/// and upcasts older versions into the one a handler takes.
+/// `TYPE` and its own `VERSION`. Handlers take one of them as
+/// [`Event<E>`](crate::dispatch::Event) (the extractor, named for what a handler receives; this
+/// trait is named for what it describes); an [`EventRouter`](crate::dispatch::EventRouter) routes
+/// on `TYPE` and upcasts older versions into the one a handler takes.
 ///
 /// ```
 /// use busway_schema::codec::JsonSchemaCodec;

@@ -12,7 +12,8 @@
 //!   version travels in `dataschema` ([`DataSchema`]).
 //! - [`codec`]: JSON, JSON Schema, Avro and Protobuf codecs.
 //! - [`publish`]: the [`EventPublisher`]: resolve the schema, validate, encode, publish.
-//! - [`dispatch`]: the [`EventRouter`], a handler service dispatching by type and version.
+//! - [`dispatch`]: the [`Event<E>`] handler extractor (decoded, validated, upcast) and the
+//!   [`EventRouter`], busway-core's router for handlers taking it.
 //! - [`upcast`]: turning older versions of an event into the one a handler takes.
 //!
 //! The crate's README walks through the workflow; `examples/versioned_events.rs` runs it on the
@@ -29,7 +30,7 @@ pub mod schema;
 pub mod upcast;
 
 pub use compat::{CompatibilityReport, Incompatibility};
-pub use dispatch::{EventHandler, EventRouter};
+pub use dispatch::{Event, EventHandler, EventRejection, EventRouter, EventRouterService};
 pub use error::SchemaError;
 pub use event::{DataSchema, EventType};
 pub use publish::EventPublisher;
