@@ -12,12 +12,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use busway_core::{Consumer, DeadLetters, HandlerError, Message, Publisher};
+use busway_core::{Consumer, DeadLetters, DeliveryInfo, Message, Publisher, State};
 use busway_memory::MemoryBroker;
 use busway_schema::codec::JsonSchemaCodec;
 use busway_schema::registry::MemoryRegistry;
 use busway_schema::{
-    DataSchema, Event, EventPublisher, EventRouter, Schema, SchemaError, SchemaRegistry,
+    DataSchema, Event, EventPublisher, EventRouter, EventType, Schema, SchemaError, SchemaRegistry,
 };
 use serde::{Deserialize, Serialize};
 
@@ -70,7 +70,7 @@ struct OrderPlaced {
     currency: String,
 }
 
-impl Event for OrderPlacedV1 {
+impl EventType for OrderPlacedV1 {
     const TYPE: &'static str = "shop.order.placed";
     const VERSION: u32 = 1;
     type Codec = JsonSchemaCodec<Self>;
@@ -79,13 +79,36 @@ impl Event for OrderPlacedV1 {
     }
 }
 
-impl Event for OrderPlaced {
+impl EventType for OrderPlaced {
     const TYPE: &'static str = "shop.order.placed";
     const VERSION: u32 = 2;
     type Codec = JsonSchemaCodec<Self>;
     fn codec() -> Result<Self::Codec, SchemaError> {
         JsonSchemaCodec::new(ORDER_PLACED_V2)
     }
+}
+
+/// The billing service's state, which handlers extract with `State`.
+#[derive(Clone)]
+struct Billing {
+    desk: &'static str,
+}
+
+/// The handler takes version 2, whatever version was published, and the delivery beside it.
+async fn bill(
+    Event(placed): Event<OrderPlaced>,
+    State(billing): State<Billing>,
+    info: DeliveryInfo,
+) {
+    println!(
+        "  {}: order {} for {} {} (from {}, attempt {})",
+        billing.desk,
+        placed.order,
+        placed.amount_cents as f64 / 100.0,
+        placed.currency,
+        info.topic,
+        info.attempt
+    );
 }
 
 #[tokio::main]
@@ -115,24 +138,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // 2. The consumer takes version 2; version 1 events are upcast: they were all in euros.
-    let router = EventRouter::builder()
+    let router = EventRouter::new()
         .registry(registry.clone())
-        .on(|placed: OrderPlaced| async move {
-            println!(
-                "  billing: order {} for {} {}",
-                placed.order,
-                placed.amount_cents as f64 / 100.0,
-                placed.currency
-            );
-            Ok::<_, HandlerError>(())
-        })
+        .on(bill)
         .upcast(|old: OrderPlacedV1| OrderPlaced {
             order: old.order,
             amount_cents: old.amount_cents,
             currency: "EUR".into(),
-        })
-        .build()?;
+        });
     let consumer = Consumer::builder(Arc::new(broker.clone()), "orders", "billing")
+        .state(Billing { desk: "billing" })
         .start(router)
         .await?;
 

@@ -16,7 +16,7 @@
 //! registry's address, so that the attribute can be resolved with any HTTP client. The subject is
 //! percent-encoded as one path segment (a `/` in a subject becomes `%2F`). The version is the
 //! subject's version in the registry, which the publisher checks is the event's
-//! [`Event::VERSION`]. [`DataSchema::parse`] reads both forms back and refuses anything else
+//! [`EventType::VERSION`]. [`DataSchema::parse`] reads both forms back and refuses anything else
 //! with an error saying what is wrong.
 
 use std::fmt;
@@ -25,22 +25,25 @@ use std::str::FromStr;
 use crate::codec::Codec;
 use crate::error::SchemaError;
 
-/// A typed event: its CloudEvents `type`, the version of its schema, the registry subject the
-/// schema lives under, and the codec that turns it into message data.
+/// A Rust type as one version of an event type: its CloudEvents `type`, the version of its
+/// schema, the registry subject the schema lives under, and the codec that turns it into message
+/// data.
 ///
 /// Each version of an event that a program still handles is its own Rust type with the same
-/// `TYPE` and its own `VERSION`; [`EventRouter`](crate::dispatch::EventRouter) dispatches on both
-/// and upcasts older versions into the one a handler takes.
+/// `TYPE` and its own `VERSION`. Handlers take one of them as
+/// [`Event<E>`](crate::dispatch::Event) (the extractor, named for what a handler receives; this
+/// trait is named for what it describes); an [`EventRouter`](crate::dispatch::EventRouter) routes
+/// on `TYPE` and upcasts older versions into the one a handler takes.
 ///
 /// ```
 /// use busway_schema::codec::JsonSchemaCodec;
-/// use busway_schema::event::{DataSchema, Event};
+/// use busway_schema::event::{DataSchema, EventType};
 /// use busway_schema::SchemaError;
 ///
 /// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct OrderPlaced { order: u64, cents: i64 }
 ///
-/// impl Event for OrderPlaced {
+/// impl EventType for OrderPlaced {
 ///     const TYPE: &'static str = "shop.order.placed";
 ///     const VERSION: u32 = 2;
 ///     type Codec = JsonSchemaCodec<Self>;
@@ -52,7 +55,7 @@ use crate::error::SchemaError;
 /// assert_eq!(OrderPlaced::SUBJECT, "shop.order.placed");
 /// assert_eq!(DataSchema::of::<OrderPlaced>().to_string(), "busway:/subjects/shop.order.placed/versions/2");
 /// ```
-pub trait Event: Sized + Send + 'static {
+pub trait EventType: Sized + Send + 'static {
     /// The CloudEvents `type`, shared by every version of the event (e.g. `shop.order.placed`).
     const TYPE: &'static str;
 
@@ -107,7 +110,7 @@ impl DataSchema {
     }
 
     /// The subject and version of event `E`.
-    pub fn of<E: Event>() -> Self {
+    pub fn of<E: EventType>() -> Self {
         Self::new(E::SUBJECT, E::VERSION)
     }
 

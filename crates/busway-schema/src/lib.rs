@@ -8,11 +8,12 @@
 //!   registry runs on registration; [`compat::assert_compatible`] is for users' own tests.
 //! - [`registry`]: the [`SchemaRegistry`] trait and its implementations (in memory, a directory
 //!   kept in git, the Confluent Schema Registry REST API).
-//! - [`event`]: the [`Event`] trait (CloudEvents type, version, subject, codec) and how the
+//! - [`event`]: the [`EventType`] trait (CloudEvents type, version, subject, codec) and how the
 //!   version travels in `dataschema` ([`DataSchema`]).
 //! - [`codec`]: JSON, JSON Schema, Avro and Protobuf codecs.
 //! - [`publish`]: the [`EventPublisher`]: resolve the schema, validate, encode, publish.
-//! - [`dispatch`]: the [`EventRouter`], a handler service dispatching by type and version.
+//! - [`dispatch`]: the [`Event<E>`] handler extractor (decoded, validated, upcast) and the
+//!   [`EventRouter`], busway-core's router for handlers taking it.
 //! - [`upcast`]: turning older versions of an event into the one a handler takes.
 //!
 //! The crate's README walks through the workflow; `examples/versioned_events.rs` runs it on the
@@ -29,9 +30,9 @@ pub mod schema;
 pub mod upcast;
 
 pub use compat::{CompatibilityReport, Incompatibility};
-pub use dispatch::{EventHandler, EventRouter};
+pub use dispatch::{Event, EventHandler, EventRejection, EventRouter, EventRouterService};
 pub use error::SchemaError;
-pub use event::{DataSchema, Event};
+pub use event::{DataSchema, EventType};
 pub use publish::EventPublisher;
 pub use registry::SchemaRegistry;
 pub use schema::{CompatibilityMode, RegisteredSchema, Schema, SchemaFormat};

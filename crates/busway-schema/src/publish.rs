@@ -10,21 +10,22 @@ use busway_core::{Message, MessageBuilder, Publisher};
 
 use crate::codec::{Codec, WireFormat};
 use crate::error::SchemaError;
-use crate::event::{DEFAULT_BASE, DataSchema, Event};
+use crate::event::{DEFAULT_BASE, DataSchema, EventType};
 use crate::registry::SchemaRegistry;
 use crate::registry::wire;
 use crate::schema::RegisteredSchema;
 
-/// Publishes [`Event`]s through any [`Publisher`], with their schemas in a [`SchemaRegistry`].
+/// Publishes typed events ([`EventType`]) through any [`Publisher`], with their schemas in a
+/// [`SchemaRegistry`].
 ///
 /// For each event type, the first publish resolves its schema: registers it under the event's
 /// subject when auto-registration is on (the default), or looks it up when it is off (the usual
 /// choice in production, where CI registers schemas after checking their compatibility). The
 /// registry's answer is cached for the life of the publisher. The registry must hold the schema
-/// as version [`Event::VERSION`] of the subject; otherwise publishing fails with
+/// as version [`EventType::VERSION`] of the subject; otherwise publishing fails with
 /// [`SchemaError::Config`], which catches a schema changed without bumping the version.
 ///
-/// Each publish then validates and encodes the event and sets `type` ([`Event::TYPE`]),
+/// Each publish then validates and encodes the event and sets `type` ([`EventType::TYPE`]),
 /// `datacontenttype` (the codec's) and `dataschema` (subject and version, see
 /// [`event`](crate::event)). An event its schema refuses is not published: the error is
 /// [`busway_core::Error::InvalidMessage`] naming the violation.
@@ -34,12 +35,12 @@ use crate::schema::RegisteredSchema;
 /// use busway_memory::MemoryBroker;
 /// use busway_schema::codec::JsonSchemaCodec;
 /// use busway_schema::registry::MemoryRegistry;
-/// use busway_schema::{Event, EventPublisher, SchemaError};
+/// use busway_schema::{EventType, EventPublisher, SchemaError};
 ///
 /// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct OrderPlaced { order: u64 }
 ///
-/// impl Event for OrderPlaced {
+/// impl EventType for OrderPlaced {
 ///     const TYPE: &'static str = "shop.order.placed";
 ///     const VERSION: u32 = 1;
 ///     type Codec = JsonSchemaCodec<Self>;
@@ -91,7 +92,7 @@ impl fmt::Debug for EventPublisher {
 }
 
 /// What a publisher knows about one event type once resolved.
-struct Prepared<E: Event> {
+struct Prepared<E: EventType> {
     codec: E::Codec,
     dataschema: String,
     registered: Option<RegisteredSchema>,
@@ -110,7 +111,7 @@ pub struct EventPublisherBuilder {
 
 impl EventPublisherBuilder {
     /// The registry holding the events' schemas. Without one, nothing is registered or checked
-    /// and `dataschema` carries [`Event::VERSION`] as is (fine for schema-less
+    /// and `dataschema` carries [`EventType::VERSION`] as is (fine for schema-less
     /// [`JsonCodec`](crate::codec::JsonCodec) events).
     pub fn registry(mut self, registry: Arc<dyn SchemaRegistry>) -> Self {
         self.registry = Some(registry);
@@ -180,7 +181,7 @@ impl EventPublisher {
     }
 
     /// Publishes `event` to `topic`.
-    pub async fn publish<E: Event>(&self, topic: &str, event: &E) -> busway_core::Result<()> {
+    pub async fn publish<E: EventType>(&self, topic: &str, event: &E) -> busway_core::Result<()> {
         self.publish_with(topic, event, |m| m).await
     }
 
@@ -188,7 +189,7 @@ impl EventPublisher {
     /// partition key, correlation, time, extensions). The attributes the event owns (`type`,
     /// `datacontenttype`, `dataschema`) are set after `customize` runs, so they always describe
     /// the data.
-    pub async fn publish_with<E: Event>(
+    pub async fn publish_with<E: EventType>(
         &self,
         topic: &str,
         event: &E,
@@ -200,12 +201,12 @@ impl EventPublisher {
 
     /// The message [`publish`](Self::publish) would send, without sending it (for an outbox, a
     /// batch, or a test).
-    pub async fn message<E: Event>(&self, event: &E) -> busway_core::Result<Message> {
+    pub async fn message<E: EventType>(&self, event: &E) -> busway_core::Result<Message> {
         self.message_with(event, |m| m).await
     }
 
     /// The message [`publish_with`](Self::publish_with) would send, without sending it.
-    pub async fn message_with<E: Event>(
+    pub async fn message_with<E: EventType>(
         &self,
         event: &E,
         customize: impl FnOnce(MessageBuilder) -> MessageBuilder,
@@ -220,7 +221,7 @@ impl EventPublisher {
     }
 
     /// Frames encoded data per the wire format.
-    fn frame<E: Event>(
+    fn frame<E: EventType>(
         &self,
         prepared: &Prepared<E>,
         data: Vec<u8>,
@@ -254,11 +255,11 @@ impl EventPublisher {
     /// Resolves `E`'s schema now rather than on first publish (to fail at startup when it is not
     /// registered); returns its registration, `None` for an event without a schema or without a
     /// registry.
-    pub async fn prepare<E: Event>(&self) -> Result<Option<RegisteredSchema>, SchemaError> {
+    pub async fn prepare<E: EventType>(&self) -> Result<Option<RegisteredSchema>, SchemaError> {
         Ok(self.prepared::<E>().await?.registered.clone())
     }
 
-    async fn prepared<E: Event>(&self) -> Result<Arc<Prepared<E>>, SchemaError> {
+    async fn prepared<E: EventType>(&self) -> Result<Arc<Prepared<E>>, SchemaError> {
         let key = TypeId::of::<E>();
         let cached = self.cache().get(&key).cloned();
         if let Some(found) = cached.and_then(|any| any.downcast::<Prepared<E>>().ok()) {
@@ -279,7 +280,7 @@ impl EventPublisher {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn resolve<E: Event>(&self) -> Result<Prepared<E>, SchemaError> {
+    async fn resolve<E: EventType>(&self) -> Result<Prepared<E>, SchemaError> {
         let codec = E::codec()?;
         let registered = match (codec.schema(), &self.shared.registry) {
             (Some(schema), Some(registry)) => {
@@ -347,7 +348,7 @@ mod tests {
     /// Makes `$t` version 1 of `shop.order.placed`, in Avro with the schema `$schema`.
     macro_rules! placed_v1 {
         ($t:ty, $schema:expr) => {
-            impl Event for $t {
+            impl EventType for $t {
                 const TYPE: &'static str = "shop.order.placed";
                 const VERSION: u32 = 1;
                 const SUBJECT: &'static str = "shop.order.placed-value";
@@ -375,7 +376,7 @@ mod tests {
 
     #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
     struct Note(String);
-    impl Event for Note {
+    impl EventType for Note {
         const TYPE: &'static str = "notes.added";
         const VERSION: u32 = 4;
         type Codec = JsonCodec<Self>;

@@ -2,7 +2,7 @@
 //!
 //! An upcaster turns version `n` of an event type into version `n + 1`. Two kinds exist:
 //!
-//! - **typed**, `Fn(Vn) -> Vn+1`, between two Rust types that both implement [`Event`];
+//! - **typed**, `Fn(Vn) -> Vn+1`, between two Rust types that both implement [`EventType`];
 //! - **JSON**, `Fn(serde_json::Value) -> serde_json::Value`, for versions whose Rust types are no
 //!   longer kept. The value is the data in its JSON form (for Avro as apache-avro maps it; for
 //!   Protobuf the canonical proto3 JSON mapping, where 64-bit integers are strings).
@@ -17,20 +17,20 @@
 //! ```
 //! use busway_schema::codec::JsonCodec;
 //! use busway_schema::upcast::Upcasters;
-//! use busway_schema::{Event, SchemaError};
+//! use busway_schema::{EventType, SchemaError};
 //!
 //! #[derive(serde::Serialize, serde::Deserialize)]
 //! struct PlacedV1 { euros: f64 }
 //! #[derive(serde::Serialize, serde::Deserialize)]
 //! struct PlacedV2 { cents: i64 }
 //!
-//! impl Event for PlacedV1 {
+//! impl EventType for PlacedV1 {
 //!     const TYPE: &'static str = "shop.order.placed";
 //!     const VERSION: u32 = 1;
 //!     type Codec = JsonCodec<Self>;
 //!     fn codec() -> Result<Self::Codec, SchemaError> { Ok(JsonCodec::new()) }
 //! }
-//! impl Event for PlacedV2 {
+//! impl EventType for PlacedV2 {
 //!     const TYPE: &'static str = "shop.order.placed";
 //!     const VERSION: u32 = 2;
 //!     type Codec = JsonCodec<Self>;
@@ -61,7 +61,7 @@ use serde_json::Value;
 
 use crate::codec::{Codec, CompiledSchema, SchemaCache, decode_plain_value, encode_plain_value};
 use crate::error::SchemaError;
-use crate::event::Event;
+use crate::event::EventType;
 
 type JsonStep = dyn Fn(Value) -> Value + Send + Sync;
 
@@ -128,8 +128,8 @@ impl Upcasters {
     /// when `A` or `B` cannot create theirs.
     pub fn typed<A, B, F>(&mut self, f: F) -> Result<&mut Self, SchemaError>
     where
-        A: Event,
-        B: Event,
+        A: EventType,
+        B: EventType,
         F: Fn(A) -> B + Send + Sync + 'static,
     {
         const {
@@ -199,7 +199,7 @@ impl Upcasters {
     /// `written` is `E::VERSION`, with the writer's schema when it is newer (schema resolution;
     /// whether that is allowed is the caller's decision), and through the upcasters when it is
     /// older. Writers' schemas come from `schemas`.
-    pub async fn decode<E: Event>(
+    pub async fn decode<E: EventType>(
         &self,
         codec: &E::Codec,
         data: &[u8],
@@ -273,7 +273,7 @@ impl At<'_> {
     }
 }
 
-struct Chain<'a, E: Event> {
+struct Chain<'a, E: EventType> {
     codec: &'a E::Codec,
     schemas: &'a SchemaCache,
     /// The upcasters of `E`'s type, by the version they start from.
@@ -281,7 +281,7 @@ struct Chain<'a, E: Event> {
     _event: PhantomData<fn() -> E>,
 }
 
-impl<'a, E: Event> Chain<'a, E> {
+impl<'a, E: EventType> Chain<'a, E> {
     /// The schema of version `version` of `E`'s subject: the handler's own, a typed upcaster's
     /// (whose Rust types carry versions `n` and `n + 1`), or else the registry's. Local schemas
     /// come first, so a consumer does not depend on every intermediate version having been
@@ -432,7 +432,7 @@ trait ErasedStep: Send + Sync {
     fn encode_output(&self, output: &(dyn Any + Send)) -> Result<Vec<u8>, SchemaError>;
 }
 
-struct TypedStep<A: Event, B: Event, F> {
+struct TypedStep<A: EventType, B: EventType, F> {
     f: F,
     input: A::Codec,
     output: B::Codec,
@@ -441,8 +441,8 @@ struct TypedStep<A: Event, B: Event, F> {
 
 impl<A, B, F> ErasedStep for TypedStep<A, B, F>
 where
-    A: Event,
-    B: Event,
+    A: EventType,
+    B: EventType,
     F: Fn(A) -> B + Send + Sync + 'static,
 {
     fn input_type(&self) -> TypeId {

@@ -1,114 +1,49 @@
-//! Typed handlers and the type-erased route that decodes and upcasts for them.
+//! Which event a handler takes, read from its first argument.
 
-use std::future::Future;
-use std::marker::PhantomData;
-use std::pin::Pin;
+use busway_core::Handler;
 
-use busway_core::{HandlerError, Incoming};
-use bytes::Bytes;
+use super::extract::Event;
+use crate::event::EventType;
 
-use super::routing::{Inner, classify};
-use crate::codec::Codec;
-use crate::event::Event;
-use crate::schema::SchemaFormat;
-
-/// A boxed future that can move between threads, as [`EventHandler`]s return.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// An async function handling one typed event: `Fn(E)` or `Fn(E, Incoming)` (to see the message's
-/// attributes and the delivery), returning `Result<(), HandlerError>`.
+/// A busway-core [`Handler`] whose first argument is [`Event<E>`]: what
+/// [`EventRouter::on`](super::EventRouter::on) takes. It names `E`, so the router knows the
+/// CloudEvents type to route and the version the handler reads; the core `Handler` does the
+/// rest (extracting every argument, turning the result into an outcome).
 ///
-/// `Args` only tells the two forms apart; it is inferred.
-pub trait EventHandler<E, Args>: Send + Sync + 'static {
-    /// Handles `event`, decoded from `incoming`.
-    fn call(&self, event: E, incoming: Incoming) -> BoxFuture<'static, Result<(), HandlerError>>;
+/// Implemented for every async function `Fn(Event<E>, T2, .., Tn)` (up to 12 arguments) whose
+/// other arguments are extractors; `T` is the tuple of argument types, inferred.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a handler of an `Event<E>` with state `{S}`",
+    label = "expected an async fn whose first argument is `Event<E>`, followed by extractors",
+    note = "the other arguments must be extractors of the consumer's state `{S}` (e.g. `State<T>` with `T: FromRef<{S}>`)",
+    note = "a handler without an `Event<E>` goes to `.route(type, handler)`"
+)]
+pub trait EventHandler<T, S>: Handler<T, S> {
+    /// The event the handler takes.
+    type Event: EventType;
 }
 
-impl<E, F, Fut> EventHandler<E, (E,)> for F
-where
-    E: Send + 'static,
-    F: Fn(E) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
-{
-    fn call(&self, event: E, _incoming: Incoming) -> BoxFuture<'static, Result<(), HandlerError>> {
-        Box::pin(self(event))
-    }
+macro_rules! impl_event_handler {
+    ($($arg:ident),*) => {
+        impl<F, Fut, S, E, $($arg,)*> EventHandler<(Event<E>, $($arg,)*), S> for F
+        where
+            F: FnOnce(Event<E>, $($arg),*) -> Fut + Handler<(Event<E>, $($arg,)*), S>,
+            E: EventType,
+        {
+            type Event = E;
+        }
+    };
 }
 
-impl<E, F, Fut> EventHandler<E, (E, Incoming)> for F
-where
-    E: Send + 'static,
-    F: Fn(E, Incoming) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
-{
-    fn call(&self, event: E, incoming: Incoming) -> BoxFuture<'static, Result<(), HandlerError>> {
-        Box::pin(self(event, incoming))
-    }
-}
-
-/// One event type's handler, with the event type erased.
-pub(super) trait Route: Send + Sync {
-    fn subject(&self) -> &'static str;
-    fn version(&self) -> u32;
-    fn content_type(&self) -> &str;
-    fn accepts(&self, content_type: &str) -> bool;
-    fn format(&self) -> Option<SchemaFormat>;
-    fn dispatch<'a>(
-        &'a self,
-        router: &'a Inner,
-        incoming: Incoming,
-        data: Bytes,
-        written: u32,
-    ) -> BoxFuture<'a, Result<(), HandlerError>>;
-}
-
-pub(super) struct TypedRoute<E: Event, H, A> {
-    pub(super) codec: E::Codec,
-    pub(super) handler: H,
-    /// `A` tells the handler's forms apart (see [`EventHandler`]).
-    pub(super) _types: PhantomData<fn(A) -> E>,
-}
-
-impl<E, H, A> Route for TypedRoute<E, H, A>
-where
-    E: Event,
-    H: EventHandler<E, A>,
-    A: 'static,
-{
-    fn subject(&self) -> &'static str {
-        E::SUBJECT
-    }
-
-    fn version(&self) -> u32 {
-        E::VERSION
-    }
-
-    fn content_type(&self) -> &str {
-        self.codec.content_type()
-    }
-
-    fn accepts(&self, content_type: &str) -> bool {
-        self.codec.accepts(content_type)
-    }
-
-    fn format(&self) -> Option<SchemaFormat> {
-        self.codec.schema().map(|s| s.format())
-    }
-
-    fn dispatch<'a>(
-        &'a self,
-        router: &'a Inner,
-        incoming: Incoming,
-        data: Bytes,
-        written: u32,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(async move {
-            let event = router
-                .upcasters
-                .decode::<E>(&self.codec, &data, written, &router.schemas)
-                .await
-                .map_err(classify)?;
-            self.handler.call(event, incoming).await
-        })
-    }
-}
+impl_event_handler!();
+impl_event_handler!(T2);
+impl_event_handler!(T2, T3);
+impl_event_handler!(T2, T3, T4);
+impl_event_handler!(T2, T3, T4, T5);
+impl_event_handler!(T2, T3, T4, T5, T6);
+impl_event_handler!(T2, T3, T4, T5, T6, T7);
+impl_event_handler!(T2, T3, T4, T5, T6, T7, T8);
+impl_event_handler!(T2, T3, T4, T5, T6, T7, T8, T9);
+impl_event_handler!(T2, T3, T4, T5, T6, T7, T8, T9, T10);
+impl_event_handler!(T2, T3, T4, T5, T6, T7, T8, T9, T10, T11);
+impl_event_handler!(T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12);

@@ -1,18 +1,20 @@
-//! Unit tests of the router: versions, upcasting, compatibility modes, framing, configuration.
+//! Unit tests of the router and the `Event<E>` extractor: versions, upcasting, compatibility
+//! modes, framing, configuration, other extractors beside the event, plain routes beside typed
+//! ones, and `Event<E>` outside a router.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 
 use busway_core::{
-    DeadLetterReason, DeliveryInfo, HandlerError, Incoming, Message, MessageBuilder,
+    DeadLetterReason, DeliveryInfo, HandlerError, Incoming, Message, MessageBuilder, Router, State,
 };
 use tower::ServiceExt;
 
-use super::{BoxFuture, EventHandler, EventRouter, EventRouterBuilder};
+use super::{Event, EventRouter, EventRouterService};
 use crate::codec::{AvroCodec, Codec, JsonCodec, JsonSchemaCodec, WireFormat};
 use crate::error::SchemaError;
-use crate::event::{DataSchema, Event};
+use crate::event::{DataSchema, EventType};
 use crate::registry::{MemoryRegistry, SchemaRegistry};
 use crate::schema::{CompatibilityMode, Schema};
 
@@ -41,7 +43,7 @@ struct CustomerV3 {
 
 macro_rules! event {
     ($t:ty, $ty:literal, $v:literal, $codec:ident, $schema:expr) => {
-        impl Event for $t {
+        impl EventType for $t {
             const TYPE: &'static str = $ty;
             const VERSION: u32 = $v;
             type Codec = $codec<Self>;
@@ -82,7 +84,7 @@ event!(OrderV3, "test.order", 3, AvroCodec, ORDER_V3);
 struct Ping {
     n: u32,
 }
-impl Event for Ping {
+impl EventType for Ping {
     const TYPE: &'static str = "test.ping";
     const VERSION: u32 = 1;
     type Codec = JsonCodec<Self>;
@@ -104,7 +106,7 @@ async fn registry(
     Arc::new(registry)
 }
 
-fn message<E: Event>(
+fn message<E: EventType>(
     event: &impl serde::Serialize,
     version: u32,
     encode: impl Fn(&serde_json::Value) -> Vec<u8>,
@@ -117,7 +119,7 @@ fn message<E: Event>(
         .unwrap()
 }
 
-fn encoded<E: Event>(event: &E) -> Message {
+fn encoded<E: EventType>(event: &E) -> Message {
     let data = E::codec().unwrap().encode(event).unwrap();
     Message::builder("/test", E::TYPE)
         .data(data)
@@ -131,34 +133,31 @@ fn incoming(message: Message) -> Incoming {
     Incoming::new(message, Arc::new(DeliveryInfo::new("topic", "group", 1)))
 }
 
-async fn run(router: &EventRouter, message: Message) -> Result<(), HandlerError> {
+async fn run(router: &EventRouterService, message: Message) -> Result<(), HandlerError> {
     router.clone().oneshot(incoming(message)).await
 }
 
+/// What a recording handler received.
 type Seen<E> = Arc<Mutex<Vec<E>>>;
 
-/// A handler recording what it receives.
-fn recorder<E: Clone + Send + 'static>() -> (Seen<E>, impl EventHandler<E, (E,)>) {
-    let seen: Seen<E> = Arc::default();
-    let handler = {
-        let seen = seen.clone();
-        move |e: E| -> BoxFuture<'static, Result<(), HandlerError>> {
-            seen.lock().unwrap().push(e);
-            Box::pin(async { Ok(()) })
-        }
-    };
-    (seen, handler)
+/// Records the event in the state.
+async fn record<E: EventType>(Event(event): Event<E>, State(seen): State<Seen<E>>) {
+    seen.lock().unwrap().push(event);
 }
 
-/// A router on `registry` with a recording handler for `E`, plus what `configure` adds
-/// (upcasters).
-fn recording_router<E: Event + Clone + Send + 'static>(
-    registry: Arc<dyn SchemaRegistry>,
-    configure: impl FnOnce(EventRouterBuilder) -> EventRouterBuilder,
-) -> (Seen<E>, EventRouter) {
-    let (seen, handler) = recorder::<E>();
-    let router = configure(EventRouter::builder().registry(registry).on(handler))
-        .build()
+/// A router recording the `E`s it receives, on `registry` (if any), plus what `configure` adds
+/// (upcasters, wire format).
+fn recording_router<E: EventType>(
+    registry: Option<Arc<dyn SchemaRegistry>>,
+    configure: impl FnOnce(EventRouter<Seen<E>>) -> EventRouter<Seen<E>>,
+) -> (Seen<E>, EventRouterService) {
+    let seen: Seen<E> = Arc::default();
+    let mut router = EventRouter::new();
+    if let Some(registry) = registry {
+        router = router.registry(registry);
+    }
+    let router = configure(router.on(record::<E>))
+        .try_with_state(seen.clone())
         .unwrap();
     (seen, router)
 }
@@ -189,35 +188,59 @@ fn orders() -> [Schema; 3] {
     ]
 }
 
+#[derive(Clone, Default)]
+struct App {
+    tenant: &'static str,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+/// The event first, then any busway-core extractors.
+async fn customer_with_extractors(
+    Event(c): Event<CustomerV1>,
+    State(app): State<App>,
+    info: DeliveryInfo,
+    msg: Message,
+    incoming: Incoming,
+) -> Result<(), HandlerError> {
+    app.seen.lock().unwrap().push(format!(
+        "{} {} for {} from {}/{} attempt {} ({}, extensions attached: {})",
+        c.id,
+        c.name,
+        app.tenant,
+        info.topic,
+        info.group,
+        info.attempt,
+        msg.ty(),
+        !incoming.extensions.is_empty()
+    ));
+    Ok(())
+}
+
 #[tokio::test]
-async fn same_version_reaches_its_handler_with_the_incoming() {
-    let seen: Arc<Mutex<Vec<(CustomerV1, String)>>> = Arc::default();
-    let router = EventRouter::builder()
-        .on({
-            let seen = seen.clone();
-            move |c: CustomerV1, inc: Incoming| {
-                let seen = seen.clone();
-                async move {
-                    seen.lock().unwrap().push((c, inc.info.topic.clone()));
-                    Ok(())
-                }
-            }
-        })
-        .build()
-        .unwrap();
+async fn same_version_reaches_a_handler_taking_state_and_delivery_info_beside_the_event() {
+    let app = App {
+        tenant: "acme",
+        ..App::default()
+    };
+    let router = EventRouter::new().on(customer_with_extractors);
     assert_eq!(router.handles(), [("test.customer", 1)]);
+    let router = router.try_with_state(app.clone()).unwrap();
     let c = CustomerV1 {
         id: 1,
         name: "Ada Lovelace".into(),
     };
     run(&router, encoded(&c)).await.unwrap();
-    assert_eq!(*seen.lock().unwrap(), [(c, "topic".to_owned())]);
+    assert_eq!(
+        *app.seen.lock().unwrap(),
+        [
+            "1 Ada Lovelace for acme from topic/group attempt 1 (test.customer, extensions attached: true)"
+        ]
+    );
 }
 
 #[tokio::test]
 async fn unknown_type_missing_or_malformed_dataschema_and_wrong_content_type_are_permanent() {
-    let (_, handler) = recorder::<CustomerV1>();
-    let router = EventRouter::builder().on(handler).build().unwrap();
+    let (_, router) = recording_router::<CustomerV1>(None, |r| r);
     let c = CustomerV1 {
         id: 1,
         name: "A".into(),
@@ -243,7 +266,7 @@ async fn unknown_type_missing_or_malformed_dataschema_and_wrong_content_type_are
         (
             other,
             DeadLetterReason::UnknownType,
-            "no handler for event type `test.other` (this router handles `test.customer`)",
+            "no handler for event type `test.other` (this consumer handles test.customer)",
         ),
         (
             no_schema,
@@ -274,9 +297,9 @@ async fn unknown_type_missing_or_malformed_dataschema_and_wrong_content_type_are
 
 #[tokio::test]
 async fn handler_errors_pass_through() {
-    let router = EventRouter::builder()
-        .on(|_: Ping| async { Err(HandlerError::transient("database down")) })
-        .build()
+    let router = EventRouter::new()
+        .on(|_: Event<Ping>| async { Err(HandlerError::transient("database down")) })
+        .try_with_state(())
         .unwrap();
     let err = run(&router, encoded(&Ping { n: 1 })).await.unwrap_err();
     assert!(
@@ -288,7 +311,7 @@ async fn handler_errors_pass_through() {
 #[tokio::test]
 async fn older_versions_are_upcast_through_typed_and_json_steps() {
     let registry = registry("test.customer", &customers(), CompatibilityMode::None).await;
-    let (seen, router) = recording_router::<CustomerV3>(registry, |b| {
+    let (seen, router) = recording_router::<CustomerV3>(Some(registry), |b| {
         b.upcast(|c: CustomerV1| {
             let (first, last) = c.name.split_once(' ').unwrap_or((&c.name, ""));
             CustomerV2 {
@@ -357,7 +380,7 @@ async fn versions_next_to_typed_upcasters_need_no_registry() {
     // Versions 1 and 2 were never registered (no producer ran them against this registry):
     // the typed upcaster's own schemas serve the chain.
     let registry = Arc::new(MemoryRegistry::new());
-    let (seen, router) = recording_router::<CustomerV3>(registry, |b| {
+    let (seen, router) = recording_router::<CustomerV3>(Some(registry), |b| {
         b.upcast(|c: CustomerV1| CustomerV2 {
             id: c.id,
             first: c.name,
@@ -409,7 +432,7 @@ async fn versions_next_to_typed_upcasters_need_no_registry() {
 #[tokio::test]
 async fn an_upcaster_producing_invalid_data_is_a_validation_failure_saying_so() {
     let registry = registry("test.customer", &customers(), CompatibilityMode::None).await;
-    let (seen, router) = recording_router::<CustomerV3>(registry, |b| {
+    let (seen, router) = recording_router::<CustomerV3>(Some(registry), |b| {
         b
             // Forgets the email the v3 schema requires (at least 3 characters).
             .upcast_json("test.customer", 2, |mut v| {
@@ -437,7 +460,7 @@ async fn an_upcaster_producing_invalid_data_is_a_validation_failure_saying_so() 
 #[tokio::test]
 async fn avro_steps_without_upcaster_use_schema_resolution() {
     let registry = registry("test.order", &orders(), CompatibilityMode::None).await;
-    let (seen, router) = recording_router::<OrderV3>(registry, |b| {
+    let (seen, router) = recording_router::<OrderV3>(Some(registry), |b| {
         b
             // 1 -> 2 by resolution (note takes its default), 2 -> 3 typed.
             .upcast(|o: OrderV2| OrderV3 {
@@ -474,7 +497,7 @@ async fn avro_steps_without_upcaster_use_schema_resolution() {
 
     // No upcaster at all: v1 data resolved straight into v3.
     let registry = registry_for_orders().await;
-    let (seen, router) = recording_router::<OrderV3>(registry, |b| b);
+    let (seen, router) = recording_router::<OrderV3>(Some(registry), |b| b);
     run(&router, encoded(&OrderV1 { id: 7 })).await.unwrap();
     assert_eq!(
         *seen.lock().unwrap(),
@@ -493,7 +516,7 @@ async fn registry_for_orders() -> Arc<MemoryRegistry> {
 #[tokio::test]
 async fn avro_json_upcaster_sees_the_data_in_its_version_shape() {
     let registry = registry_for_orders().await;
-    let (seen, router) = recording_router::<OrderV3>(registry, |b| {
+    let (seen, router) = recording_router::<OrderV3>(Some(registry), |b| {
         b.upcast_json("test.order", 2, |mut v| {
             // Version 2's shape: the default filled in by resolving v1 data into v2.
             assert_eq!(v["note"], "-", "{v}");
@@ -527,7 +550,7 @@ async fn newer_versions_are_read_only_where_the_mode_promises_it() {
     ];
     for (mode, written, readable) in cases {
         let registry = registry("test.order", &orders(), mode).await;
-        let (seen, router) = recording_router::<OrderV1>(registry, |b| b);
+        let (seen, router) = recording_router::<OrderV1>(Some(registry), |b| b);
         let message = if written == 2 {
             encoded(&OrderV2 {
                 id: 5,
@@ -561,7 +584,7 @@ async fn newer_versions_are_read_only_where_the_mode_promises_it() {
 #[tokio::test]
 async fn versions_the_registry_does_not_know_are_unknown() {
     let registry = registry("test.order", &orders()[..1], CompatibilityMode::None).await;
-    let (_, router) = recording_router::<OrderV3>(registry, |b| b);
+    let (_, router) = recording_router::<OrderV3>(Some(registry), |b| b);
     assert_reason(
         run(
             &router,
@@ -575,8 +598,7 @@ async fn versions_the_registry_does_not_know_are_unknown() {
         "version 2",
     );
     // Without a registry, other versions cannot be read at all.
-    let (_, handler) = recorder::<OrderV3>();
-    let router = EventRouter::builder().on(handler).build().unwrap();
+    let (_, router) = recording_router::<OrderV3>(None, |r| r);
     let err = run(&router, encoded(&OrderV1 { id: 1 })).await.unwrap_err();
     assert!(
         !err.is_transient() && err.to_string().contains("no schema registry"),
@@ -629,7 +651,7 @@ impl SchemaRegistry for Down {
 
 #[tokio::test]
 async fn an_unreachable_registry_is_transient_and_own_versions_do_not_need_it() {
-    let (seen, router) = recording_router::<OrderV2>(Arc::new(Down), |b| b);
+    let (seen, router) = recording_router::<OrderV2>(Some(Arc::new(Down)), |b| b);
     run(
         &router,
         encoded(&OrderV2 {
@@ -674,13 +696,9 @@ async fn confluent_framing_round_trips_and_its_schema_id_is_checked() {
             .unwrap()[..]
     );
 
-    let (seen, handler) = recorder::<OrderV1>();
-    let router = EventRouter::builder()
-        .registry(registry.clone())
-        .wire_format(WireFormat::Confluent)
-        .on(handler)
-        .build()
-        .unwrap();
+    let (seen, router) = recording_router::<OrderV1>(Some(registry.clone()), |r| {
+        r.wire_format(WireFormat::Confluent)
+    });
     run(&router, framed.clone()).await.unwrap();
     assert_eq!(*seen.lock().unwrap(), [OrderV1 { id: 4 }]);
 
@@ -699,8 +717,7 @@ async fn confluent_framing_round_trips_and_its_schema_id_is_checked() {
         "magic byte",
     );
     // A router expecting plain data does not mistake the header for the event.
-    let (_, handler) = recorder::<OrderV1>();
-    let plain = EventRouter::builder().on(handler).build().unwrap();
+    let (_, plain) = recording_router::<OrderV1>(None, |r| r);
     assert_reason(
         run(&plain, framed).await,
         DeadLetterReason::Undecodable,
@@ -708,33 +725,184 @@ async fn confluent_framing_round_trips_and_its_schema_id_is_checked() {
     );
 }
 
+/// The first configuration mistake of `router`.
+fn mistake<S: Clone + Send + Sync + 'static>(router: EventRouter<S>, state: S) -> String {
+    router.try_with_state(state).unwrap_err().to_string()
+}
+
 #[test]
-fn configuration_mistakes_fail_the_build() {
-    let (_, h1) = recorder::<CustomerV1>();
-    let (_, h2) = recorder::<CustomerV2>();
-    let err = EventRouter::builder().on(h1).on(h2).build().unwrap_err();
+fn configuration_mistakes_are_reported() {
+    let err = mistake(
+        EventRouter::new()
+            .on(|_: Event<CustomerV1>| async {})
+            .on(|_: Event<CustomerV2>| async {}),
+        (),
+    );
     assert!(
-        err.to_string()
-            .contains("two handlers for event type `test.customer` (versions 1 and 2)"),
+        err.contains("two handlers for event type `test.customer` (versions 1 and 2)"),
         "{err}"
     );
-    let err = EventRouter::builder()
-        .upcast_json("test.customer", 1, |v| v)
-        .upcast(|c: CustomerV1| CustomerV2 {
-            id: c.id,
-            first: c.name,
-            last: String::new(),
-        })
-        .build()
-        .unwrap_err();
+    let err = mistake(
+        EventRouter::new()
+            .upcast_json("test.customer", 1, |v| v)
+            .upcast(|c: CustomerV1| CustomerV2 {
+                id: c.id,
+                first: c.name,
+                last: String::new(),
+            }),
+        (),
+    );
     assert!(
-        err.to_string()
-            .contains("two upcasters from version 1 of `test.customer`"),
+        err.contains("two upcasters from version 1 of `test.customer`"),
         "{err}"
     );
-    let err = EventRouter::builder()
-        .upcast_json("x", 0, |v| v)
-        .build()
+    let err = mistake(EventRouter::new().upcast_json("x", 0, |v| v), ());
+    assert!(err.contains("versions start at 1"), "{err}");
+    // A plain route for a type a typed handler has: busway-core's router refuses it.
+    let err = mistake(
+        EventRouter::new()
+            .on(|_: Event<Ping>| async {})
+            .route(Ping::TYPE, |_: Message| async {}),
+        (),
+    );
+    assert!(
+        err.contains("more than one handler for type test.ping"),
+        "{err}"
+    );
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+struct Broken;
+impl EventType for Broken {
+    const TYPE: &'static str = "test.broken";
+    const VERSION: u32 = 1;
+    type Codec = AvroCodec<Self>;
+    fn codec() -> Result<Self::Codec, SchemaError> {
+        AvroCodec::new(r#"{"type":"record","name":"B","fields":[{"name":"x","type":"nope"}]}"#)
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_with_a_misconfigured_router_does_not_start() {
+    let broker = Arc::new(busway_memory::MemoryBroker::new());
+    let start = |router: EventRouter| {
+        busway_core::Consumer::builder(broker.clone(), "topic", "group").start(router)
+    };
+    let err = start(
+        EventRouter::new()
+            .on(|_: Event<CustomerV1>| async {})
+            .on(|_: Event<CustomerV2>| async {}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), busway_core::ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("two handlers"), "{err}");
+    // A schema that does not compile fails the start, not the first message.
+    let err = start(EventRouter::new().on(|_: Event<Broken>| async {}))
+        .await
         .unwrap_err();
-    assert!(err.to_string().contains("versions start at 1"), "{err}");
+    assert_eq!(err.kind(), busway_core::ErrorKind::Config, "{err}");
+    assert!(
+        err.to_string()
+            .contains("invalid AVRO schema: Unknown primitive type: nope"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn plain_routes_and_a_fallback_run_beside_typed_routes() {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let router = EventRouter::new()
+        .on(
+            |Event(ping): Event<Ping>, State(seen): State<Arc<Mutex<Vec<String>>>>| async move {
+                seen.lock().unwrap().push(format!("typed ping {}", ping.n));
+            },
+        )
+        // A plain route: no schema, busway-core extractors only.
+        .route(
+            "test.legacy",
+            |msg: Message, State(seen): State<Arc<Mutex<Vec<String>>>>| async move {
+                seen.lock().unwrap().push(format!("legacy {}", msg.id()));
+            },
+        )
+        // A plain route may still take an `Event<E>`: the context is attached to every delivery.
+        .route(
+            "test.customer",
+            |Event(c): Event<CustomerV1>, State(seen): State<Arc<Mutex<Vec<String>>>>| async move {
+                seen.lock()
+                    .unwrap()
+                    .push(format!("routed customer {}", c.name));
+            },
+        )
+        .fallback(
+            |msg: Message, State(seen): State<Arc<Mutex<Vec<String>>>>| async move {
+                seen.lock().unwrap().push(format!("fallback {}", msg.ty()));
+            },
+        );
+    assert_eq!(router.handles(), [("test.ping", 1)]);
+    let router = router.try_with_state(seen.clone()).unwrap();
+    let legacy = Message::builder("/test", "test.legacy")
+        .id("legacy-1")
+        .build()
+        .unwrap();
+    let other = Message::builder("/test", "test.other").build().unwrap();
+    for message in [
+        encoded(&Ping { n: 7 }),
+        legacy,
+        encoded(&CustomerV1 {
+            id: 1,
+            name: "Ada".into(),
+        }),
+        other,
+    ] {
+        run(&router, message).await.unwrap();
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "typed ping 7",
+            "legacy legacy-1",
+            "routed customer Ada",
+            "fallback test.other"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_event_of_another_type_is_unknown() {
+    // A fallback extracting `Event<Ping>` from whatever arrives.
+    let router = EventRouter::new()
+        .fallback(|_: Event<Ping>| async {})
+        .try_with_state(())
+        .unwrap();
+    assert_reason(
+        run(
+            &router,
+            encoded(&CustomerV1 {
+                id: 1,
+                name: "A".into(),
+            }),
+        )
+        .await,
+        DeadLetterReason::UnknownType,
+        "the message's type is `test.customer`, but `busway_schema::dispatch::tests::Ping` reads `test.ping` events",
+    );
+    // The same event through the fallback is decoded.
+    run(&router, encoded(&Ping { n: 1 })).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_event_outside_an_event_router_is_a_permanent_missing_extension() {
+    let service = Router::new()
+        .route(Ping::TYPE, |_: Event<Ping>| async {})
+        .with_state(());
+    let err = service
+        .oneshot(incoming(encoded(&Ping { n: 1 })))
+        .await
+        .unwrap_err();
+    assert_reason(
+        Err(err),
+        DeadLetterReason::Other("missing_extension".into()),
+        "`Event<busway_schema::dispatch::tests::Ping>` needs the decoding context a busway_schema::EventRouter attaches",
+    );
 }

@@ -3,18 +3,21 @@
 //! [`e2e_tests!`] with their harness.
 //!
 //! Each scenario publishes through an [`EventPublisher`] (or raw, to bypass it), consumes with
-//! an [`EventRouter`] in the busway-core consumer runtime, and checks what the handlers received
-//! and what the dead-letter queue holds. The JSON Schema and Avro scenarios are the same text,
+//! an [`EventRouter`] (handlers taking [`Event<E>`]) in the busway-core consumer runtime, and
+//! checks what the handlers received and what the dead-letter queue holds. The JSON Schema and Avro scenarios are the same text,
 //! instantiated per format by [`serde_format!`]; Protobuf has its own.
 
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
 
-use busway_core::{ConsumerHandle, DeadLetter, DeadLetterReason, HandlerError, Message};
+use busway_core::{
+    ConsumerHandle, DeadLetter, DeadLetterReason, DeliveryInfo, HandlerError, Message, State,
+};
 use busway_schema::registry::MemoryRegistry;
 use busway_schema::{
-    CompatibilityMode, DataSchema, Event, EventPublisher, EventRouter, SchemaError, SchemaRegistry,
+    CompatibilityMode, DataSchema, Event, EventPublisher, EventRouter, EventType, SchemaError,
+    SchemaRegistry,
 };
 use busway_testkit::Harness;
 use busway_testkit::conformance::support::{consumer, finish_when, unique};
@@ -33,7 +36,12 @@ macro_rules! e2e_tests {
             )
             .await;
         }
-        $crate::e2e_tests!(@scenarios e2e, $harness: protobuf_readers_on_either_version_read_both);
+        $crate::e2e_tests!(
+            @scenarios e2e, $harness:
+            protobuf_readers_on_either_version_read_both,
+            handlers_take_state_and_delivery_info_beside_the_event,
+            events_outside_an_event_router_are_dead_lettered,
+        );
     };
     (@format $format:ident, $harness:ident) => {
         mod $format {
@@ -61,36 +69,34 @@ macro_rules! e2e_tests {
     };
 }
 
-/// What a typed handler received.
+/// What a typed handler received: the consumer's state in the recording scenarios.
 pub type Seen<E> = Arc<Mutex<Vec<E>>>;
 
-/// A router with one recording handler for `E`, plus whatever `configure` adds (upcasters).
-pub fn recording_router<E: Event + Clone>(
-    registry: Arc<MemoryRegistry>,
-    configure: impl FnOnce(
-        busway_schema::dispatch::EventRouterBuilder,
-    ) -> busway_schema::dispatch::EventRouterBuilder,
-) -> (EventRouter, Seen<E>) {
-    let seen: Seen<E> = Arc::default();
-    let handler = {
-        let seen = seen.clone();
-        move |event: E| {
-            let seen = seen.clone();
-            async move {
-                seen.lock().unwrap().push(event);
-                Ok::<_, HandlerError>(())
-            }
-        }
-    };
-    let router = configure(EventRouter::builder().registry(registry).on(handler))
-        .build()
-        .expect("a valid router");
-    (router, seen)
+/// Records the event in the consumer's state.
+async fn record<E: EventType>(Event(event): Event<E>, State(seen): State<Seen<E>>) {
+    seen.lock().unwrap().push(event);
 }
 
-/// Starts a consumer of `topic`/`group` running `router`.
-pub async fn start(h: &Harness, topic: &str, group: &str, router: EventRouter) -> ConsumerHandle {
+/// A router recording every `E` it receives in its state, plus whatever `configure` adds
+/// (upcasters).
+pub fn recording_router<E: EventType + Clone>(
+    registry: Arc<MemoryRegistry>,
+    configure: impl FnOnce(EventRouter<Seen<E>>) -> EventRouter<Seen<E>>,
+) -> (EventRouter<Seen<E>>, Seen<E>) {
+    let router = configure(EventRouter::new().registry(registry).on(record::<E>));
+    (router, Seen::default())
+}
+
+/// Starts a consumer of `topic`/`group` running `router` with `state`.
+pub async fn start<S: Clone + Send + Sync + 'static>(
+    h: &Harness,
+    topic: &str,
+    group: &str,
+    router: EventRouter<S>,
+    state: S,
+) -> ConsumerHandle {
     consumer(h, topic, group)
+        .state(state)
         .start(router)
         .await
         .expect("consumer starts")
@@ -228,7 +234,7 @@ macro_rules! serde_format {
 
             macro_rules! event {
                 ($t:ident, $ty:literal, $v:literal, $schema:expr) => {
-                    impl Event for $t {
+                    impl EventType for $t {
                         const TYPE: &'static str = $ty;
                         const VERSION: u32 = $v;
                         type Codec = $codec<Self>;
@@ -271,7 +277,7 @@ macro_rules! serde_format {
                             v
                         })
                 });
-                let handle = start(&h, &topic, "crm", router).await;
+                let handle = start(&h, &topic, "crm", router, seen.clone()).await;
                 let events = publisher(&h, &registry);
                 events
                     .publish(
@@ -351,7 +357,7 @@ macro_rules! serde_format {
                         .unwrap();
                 }
                 let (router, seen) = recording_router::<ContactV1>(registry.clone(), |r| r);
-                let handle = start(h, &topic, "mailing", router).await;
+                let handle = start(h, &topic, "mailing", router, seen.clone()).await;
                 let events = publisher(h, &registry);
                 Mailing {
                     topic,
@@ -569,7 +575,7 @@ pub async fn invalid_json_events_are_refused_at_publish_and_dead_lettered_at_con
     let topic = unique("json-invalid");
     let registry = Arc::new(MemoryRegistry::new());
     let (router, seen) = recording_router::<CustomerV1>(registry.clone(), |r| r);
-    let handle = start(&h, &topic, "crm", router).await;
+    let handle = start(&h, &topic, "crm", router, seen.clone()).await;
     let events = publisher(&h, &registry);
     let err = events
         .publish(
@@ -659,7 +665,7 @@ pub mod protobuf {
         pub tracking: String,
     }
 
-    impl Event for ShippedV1 {
+    impl EventType for ShippedV1 {
         const TYPE: &'static str = "logistics.order.shipped";
         const VERSION: u32 = 1;
         type Codec = ProtobufCodec<Self>;
@@ -668,7 +674,7 @@ pub mod protobuf {
         }
     }
 
-    impl Event for ShippedV2 {
+    impl EventType for ShippedV2 {
         const TYPE: &'static str = "logistics.order.shipped";
         const VERSION: u32 = 2;
         type Codec = ProtobufCodec<Self>;
@@ -689,8 +695,8 @@ pub async fn protobuf_readers_on_either_version_read_both(h: Harness) {
         .unwrap();
     let (old_router, old_seen) = recording_router::<ShippedV1>(registry.clone(), |r| r);
     let (new_router, new_seen) = recording_router::<ShippedV2>(registry.clone(), |r| r);
-    let old = start(&h, &topic, "old-readers", old_router).await;
-    let new = start(&h, &topic, "new-readers", new_router).await;
+    let old = start(&h, &topic, "old-readers", old_router, old_seen.clone()).await;
+    let new = start(&h, &topic, "new-readers", new_router, new_seen.clone()).await;
     let events = publisher(&h, &registry);
     let first = events
         .message(&ShippedV1 {
@@ -749,4 +755,115 @@ pub async fn protobuf_readers_on_either_version_read_both(h: Harness) {
         ]
     );
     assert_eq!(registry.versions(ShippedV1::SUBJECT).await.unwrap(), [1, 2]);
+}
+
+/// What [`handlers_take_state_and_delivery_info_beside_the_event`] runs with.
+#[derive(Clone)]
+struct Crm {
+    tenant: &'static str,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// The event first, then busway-core extractors; fails its first attempt.
+async fn welcome(
+    Event(customer): Event<json_schema::CustomerV1>,
+    State(crm): State<Crm>,
+    info: DeliveryInfo,
+    message: Message,
+) -> Result<(), HandlerError> {
+    crm.log.lock().unwrap().push(format!(
+        "{} {} for {} on {}/{} attempt {} subject {}",
+        customer.id,
+        customer.name,
+        crm.tenant,
+        info.topic,
+        info.group,
+        info.attempt,
+        message.subject().unwrap_or("-"),
+    ));
+    if info.attempt == 1 {
+        return Err(HandlerError::transient("mail server busy"));
+    }
+    Ok(())
+}
+
+/// A typed handler takes the consumer's state and the delivery's details beside the event:
+/// `consumer.state(crm).start(router)`. Its first attempt fails and the broker redelivers, so
+/// the attempt number it sees comes from the broker.
+pub async fn handlers_take_state_and_delivery_info_beside_the_event(h: Harness) {
+    use json_schema::CustomerV1;
+    let topic = unique("event-extractors");
+    let registry = Arc::new(MemoryRegistry::new());
+    let crm = Crm {
+        tenant: "acme",
+        log: Arc::default(),
+    };
+    let router = EventRouter::new().registry(registry.clone()).on(welcome);
+    let handle = start(&h, &topic, "crm", router, crm.clone()).await;
+    publisher(&h, &registry)
+        .publish_with(
+            &topic,
+            &CustomerV1 {
+                id: 1,
+                name: "Ada".into(),
+            },
+            |m| m.subject("customers/1"),
+        )
+        .await
+        .unwrap();
+    let report = finish_when(&h, handle, "the event handled on its second attempt", |s| {
+        s.acked >= 1
+    })
+    .await;
+    assert_eq!(
+        (
+            report.stats.acked,
+            report.stats.redelivered,
+            report.stats.dead_lettered
+        ),
+        (1, 1, 0)
+    );
+    let expected = |attempt: u32| {
+        format!("1 Ada for acme on {topic}/crm attempt {attempt} subject customers/1")
+    };
+    assert_eq!(*crm.log.lock().unwrap(), [expected(1), expected(2)]);
+}
+
+/// `Event<E>` in a handler no `EventRouter` runs (here a plain busway-core handler) has no
+/// decoding context: each such delivery is dead-lettered at once with reason
+/// `missing_extension` and an error saying what to do, never acknowledged unread.
+pub async fn events_outside_an_event_router_are_dead_lettered(h: Harness) {
+    use json_schema::CustomerV1;
+    let topic = unique("event-outside-router");
+    let registry = Arc::new(MemoryRegistry::new());
+    let handled: Seen<CustomerV1> = Arc::default();
+    let handle = consumer(&h, &topic, "plain")
+        .state(handled.clone())
+        .start(record::<CustomerV1>)
+        .await
+        .expect("consumer starts");
+    let events = publisher(&h, &registry);
+    let message = events
+        .message(&CustomerV1 {
+            id: 1,
+            name: "Ada".into(),
+        })
+        .await
+        .unwrap();
+    publish_raw(&h, &topic, &message).await;
+    let report = finish_when(&h, handle, "the event dead-lettered", |s| {
+        s.dead_lettered >= 1
+    })
+    .await;
+    assert_eq!((report.stats.acked, report.stats.dead_lettered), (0, 1));
+    assert!(handled.lock().unwrap().is_empty());
+    assert_dead_lettered(
+        &dead_letters(&h, &topic, "plain").await,
+        &message,
+        DeadLetterReason::Other("missing_extension".into()),
+        &[
+            "::e2e::json_schema::CustomerV1>` needs",
+            "needs the decoding context a busway_schema::EventRouter attaches",
+        ],
+    );
 }
