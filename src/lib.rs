@@ -7,19 +7,32 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use busway::{Bus, HandlerError, Json, Message, handler_fn};
+//! use busway::{Bus, DeliveryInfo, HandlerError, Json, Message, State};
 //!
 //! #[derive(serde::Serialize, serde::Deserialize)]
 //! struct OrderPlaced { order: u64 }
+//!
+//! #[derive(Clone)]
+//! struct Billing { currency: &'static str }
+//!
+//! async fn bill(
+//!     State(billing): State<Billing>,
+//!     Json(evt): Json<OrderPlaced>,
+//!     info: DeliveryInfo,
+//! ) -> Result<(), HandlerError> {
+//!     if evt.order == 0 {
+//!         return Err(HandlerError::permanent("no such order"));
+//!     }
+//!     println!("bill order {} in {} (delivery {})", evt.order, billing.currency, info.attempt);
+//!     Ok(())
+//! }
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> busway::Result<()> {
 //! let bus = Bus::memory();
 //! let consumer = bus
 //!     .consumer("orders", "billing")
-//!     .start(handler_fn(|Json(evt): Json<OrderPlaced>| async move {
-//!         println!("bill order {}", evt.order);
-//!         Ok::<_, HandlerError>(())
-//!     }))
+//!     .state(Billing { currency: "EUR" })
+//!     .start(bill)
 //!     .await?;
 //! bus.publish("orders", Message::builder("/shop", "shop.order.placed.v1")
 //!     .json(&OrderPlaced { order: 42 })?
