@@ -1,18 +1,18 @@
 //! [`ServiceBusBroker`]: the publisher and subscriber sides over one connection.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, Mutex as SyncMutex};
+use std::sync::{Arc, Mutex as SyncMutex, RwLock};
 
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
+use busway_core::preflight::{SizeLimit, check_name};
 use busway_core::{
-    Error, Message, Ordering, Publisher, Result, SubscribeOptions, Subscriber, Subscription,
+    Message, Ordering, Publisher, Result, SubscribeOptions, Subscriber, Subscription,
 };
 use chrono::{DateTime, Utc};
-use tokio::sync::Mutex;
 
-use crate::client::{Connector, SharedClient};
+use crate::client::{Connection, Connector};
 use crate::codec;
 use crate::config::ServiceBusConfig;
 use crate::receive::{self, Context};
@@ -47,13 +47,17 @@ pub struct ServiceBusBroker {
 pub(crate) struct Inner {
     pub(crate) config: ServiceBusConfig,
     pub(crate) connector: Connector,
-    pub(crate) client: SharedClient,
+    pub(crate) connection: Arc<Connection>,
     pub(crate) senders: Arc<Senders>,
-    /// Groups this broker has seen, for listing dead-letter queues (Service Bus's AMQP interface
-    /// cannot enumerate subscriptions).
+    /// The one publish-side check (names, CloudEvents rules, size with metadata headroom).
+    limit: SizeLimit,
+    /// Groups this broker has seen, by busway topic, for listing dead-letter queues (Service
+    /// Bus's AMQP interface cannot enumerate subscriptions).
     pub(crate) groups: SyncMutex<BTreeSet<(String, String)>>,
-    /// Subscriptions whose routing rules are known to be in place.
+    /// Subscriptions (entity, group) whose routing rules are known to be in place.
     routed: SyncMutex<HashSet<(String, String)>>,
+    /// Service Bus entity of each busway topic whose name differs.
+    entities: RwLock<HashMap<String, String>>,
 }
 
 impl fmt::Debug for ServiceBusBroker {
@@ -98,16 +102,28 @@ impl ServiceBusBroker {
         credential: Option<Arc<dyn TokenCredential>>,
     ) -> Result<Self> {
         let connector = Connector::new(&config, credential)?;
-        let client: SharedClient = Arc::new(Mutex::new(connector.connect().await?));
-        let senders = Arc::new(Senders::new(client.clone(), config.senders_per_topic));
+        let limit = config.size_limit()?;
+        let connection = Arc::new(Connection::connect(connector.clone()).await?);
+        let senders = Arc::new(Senders::new(
+            connection.clone(),
+            config.senders_per_topic,
+            config.max_retries,
+        ));
+        let entities = config
+            .entities
+            .iter()
+            .map(|(t, e)| (t.clone(), e.clone()))
+            .collect();
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 connector,
-                client,
+                connection,
                 senders,
+                limit,
                 groups: SyncMutex::new(BTreeSet::new()),
                 routed: SyncMutex::new(HashSet::new()),
+                entities: RwLock::new(entities),
             }),
         })
     }
@@ -123,16 +139,46 @@ impl ServiceBusBroker {
         self.inner.senders.close().await;
     }
 
+    /// Routes busway topic `topic` to the Service Bus topic or queue `entity` from now on, like
+    /// an entry of [`ServiceBusConfig::entities`]: for names known only at run time (e.g.
+    /// allocated by a deployment tool). Subscriptions and senders opened before keep their
+    /// entity.
+    pub fn map_topic(&self, topic: impl Into<String>, entity: impl Into<String>) {
+        self.inner
+            .entities
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.into(), entity.into());
+    }
+
+    /// The Service Bus entity of busway topic `topic`.
+    pub(crate) fn entity(&self, topic: &str) -> String {
+        self.inner
+            .entities
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+            .cloned()
+            .unwrap_or_else(|| topic.to_owned())
+    }
+
+    /// Whether busway topic `topic` is a queue (listed by its own or its entity's name).
     pub(crate) fn is_queue(&self, topic: &str) -> bool {
-        self.inner.config.queues.iter().any(|q| q == topic)
+        let entity = self.entity(topic);
+        self.inner
+            .config
+            .queues
+            .iter()
+            .any(|q| q == topic || *q == entity)
     }
 
     /// The entity receivers of `group` read.
     pub(crate) fn receive_entity(&self, topic: &str, group: &str) -> String {
+        let entity = self.entity(topic);
         if self.is_queue(topic) {
-            topic.to_owned()
+            entity
         } else {
-            format!("{topic}/Subscriptions/{group}")
+            format!("{entity}/Subscriptions/{group}")
         }
     }
 
@@ -144,57 +190,43 @@ impl ServiceBusBroker {
             .insert((topic.to_owned(), group.to_owned()));
     }
 
-    /// Makes sure copies addressed to `group` reach it alone; false when they cannot.
-    pub(crate) async fn ensure_routing(&self, topic: &str, group: &str) -> bool {
+    /// Makes sure copies addressed to `group` reach it alone (see [`rules`]): installs or
+    /// checks the routing rules, or fails with an error naming `servicebus.manage_rules`.
+    pub(crate) async fn ensure_routing(&self, topic: &str, group: &str) -> Result<()> {
         if self.is_queue(topic) {
-            return true;
+            return Ok(());
         }
-        let key = (topic.to_owned(), group.to_owned());
-        let known = |routed: &SyncMutex<HashSet<_>>| {
-            routed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&key)
-        };
-        if known(&self.inner.routed) {
-            return true;
+        let key = (self.entity(topic), group.to_owned());
+        let known = self
+            .inner
+            .routed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key);
+        if known {
+            return Ok(());
         }
-        if !self.inner.config.manage_rules {
-            return false;
-        }
-        match rules::ensure(&self.inner.client, topic, group).await {
-            Ok(()) => {
-                self.inner
-                    .routed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(key);
-                true
-            }
-            Err(e) => {
-                tracing::warn!(
-                    error = %e, topic, group,
-                    "could not install busway's routing rules; delayed redeliveries will hold the lock instead of scheduling a copy"
-                );
-                false
-            }
-        }
-    }
-
-    fn check_names(topic: &str, group: Option<&str>) -> Result<()> {
-        if topic.is_empty() {
-            return Err(Error::config("topic", "must not be empty"));
-        }
-        if group.is_some_and(str::is_empty) {
-            return Err(Error::config("group", "must not be empty"));
-        }
+        rules::ensure(
+            &self.inner.connection,
+            &key.0,
+            group,
+            self.inner.config.manage_rules,
+        )
+        .await?;
+        self.inner
+            .routed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key);
         Ok(())
     }
 
-    fn encode(&self, message: &Message) -> Result<azservicebus::ServiceBusMessage> {
-        message.validate()?;
+    /// Encodes `message` and runs the one publish check on it.
+    fn encode(&self, topic: &str, message: &Message) -> Result<azservicebus::ServiceBusMessage> {
         let sb = codec::encode(message);
-        codec::check_size(&sb, self.inner.config.max_message_bytes)?;
+        self.inner
+            .limit
+            .check(topic, message, codec::encoded_size(&sb))?;
         Ok(sb)
     }
 }
@@ -202,21 +234,20 @@ impl ServiceBusBroker {
 #[async_trait]
 impl Publisher for ServiceBusBroker {
     async fn publish(&self, topic: &str, message: Message) -> Result<()> {
-        Self::check_names(topic, None)?;
-        let sb = self.encode(&message)?;
-        self.inner.senders.send(topic, sb).await
+        let sb = self.encode(topic, &message)?;
+        self.inner.senders.send(&self.entity(topic), sb).await
     }
 
     async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        Self::check_names(topic, None)?;
+        check_name("topic", topic)?;
         // Refuse the whole batch before anything is sent if one message is bad.
         let encoded = messages
             .iter()
-            .map(|m| self.encode(m))
+            .map(|m| self.encode(topic, m))
             .collect::<Result<Vec<_>>>()?;
         self.inner
             .senders
-            .send_batched(topic, encoded, self.inner.config.max_message_bytes)
+            .send_batched(&self.entity(topic), encoded, self.inner.limit.broker())
             .await
     }
 
@@ -226,11 +257,10 @@ impl Publisher for ServiceBusBroker {
         message: Message,
         deliver_at: DateTime<Utc>,
     ) -> Result<()> {
-        Self::check_names(topic, None)?;
-        let sb = self.encode(&message)?;
+        let sb = self.encode(topic, &message)?;
         self.inner
             .senders
-            .schedule(topic, sb, deliver_at)
+            .schedule(&self.entity(topic), sb, deliver_at)
             .await
             .map(|_| ())
     }
@@ -244,23 +274,28 @@ impl Subscriber for ServiceBusBroker {
         group: &str,
         options: SubscribeOptions,
     ) -> Result<Box<dyn Subscription>> {
-        Self::check_names(topic, Some(group))?;
+        check_name("topic", topic)?;
+        check_name("group", group)?;
         let queue = self.is_queue(topic);
-        let routed = self.ensure_routing(topic, group).await;
+        // Refused here, at startup, rather than by sending a copy later that would reach other
+        // groups (or by holding a lock in process, which a crash loses).
+        self.ensure_routing(topic, group).await?;
         self.remember(topic, group);
         let config = &self.inner.config;
         let ctx = Arc::new(Context {
             topic: topic.to_owned(),
             group: group.to_owned(),
-            send_entity: topic.to_owned(),
+            send_entity: self.entity(topic),
             receive_entity: self.receive_entity(topic, group),
-            routed,
+            queue,
             senders: self.inner.senders.clone(),
             lock_renewal: config.lock_renewal,
-            max_message_bytes: config.max_message_bytes,
+            max_message_bytes: self.inner.limit.broker(),
         });
         match options.ordering {
-            Ordering::Unordered => receive::plain(&self.inner.client, ctx, options.prefetch).await,
+            Ordering::Unordered => {
+                receive::plain(self.inner.connection.clone(), ctx, options.prefetch).await
+            }
             Ordering::PerKey => {
                 receive::sessions(
                     &self.inner.connector,

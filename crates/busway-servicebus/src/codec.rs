@@ -11,6 +11,7 @@ use std::borrow::Cow;
 
 use azservicebus::ServiceBusMessage;
 use busway_core::dead_letter::{self, DeadLetterMetadata};
+use busway_core::redelivery::RedeliveryHeaders;
 use busway_core::wire;
 use busway_core::{Error, Message, Result};
 use bytes::Bytes;
@@ -24,9 +25,9 @@ pub(crate) const CE_PREFIX: &str = "cloudEvents_";
 /// The binding's alternative prefix, accepted on receive.
 pub(crate) const CE_PREFIX_COLON: &str = "cloudEvents:";
 /// Attempt number carried by a copy scheduled for delayed redelivery.
-pub(crate) const ATTEMPT: &str = "busway-attempt";
+pub(crate) const ATTEMPT: &str = busway_core::redelivery::HEADER_ATTEMPT;
 /// When the first delivery of a redelivered copy failed.
-pub(crate) const FIRST_FAILURE: &str = "busway-first-failure";
+pub(crate) const FIRST_FAILURE: &str = busway_core::redelivery::HEADER_FIRST_FAILURE;
 /// The one group a redelivered or redriven copy is meant for (matched by the group's rule).
 pub(crate) const TARGET_GROUP: &str = "busway-group";
 /// Set by Service Bus on dead-lettered messages.
@@ -80,15 +81,6 @@ pub(crate) fn encoded_size(sb: &ServiceBusMessage) -> usize {
             })
             + 256
     })
-}
-
-/// Checks `sb` against the configured limit.
-pub(crate) fn check_size(sb: &ServiceBusMessage, limit: usize) -> Result<()> {
-    let size = encoded_size(sb);
-    if size > limit {
-        return Err(Error::TooLarge { size, limit });
-    }
-    Ok(())
 }
 
 /// A received (or peeked) Service Bus message, decoded.
@@ -166,13 +158,10 @@ pub(crate) fn resend_copy(raw: &AmqpMessage<Body<Value>>) -> Result<ServiceBusMe
     });
     let skip = |name: &str| {
         name.starts_with("busway-dlq-")
+            || RedeliveryHeaders::is_header(name)
             || matches!(
                 name,
-                ATTEMPT
-                    | FIRST_FAILURE
-                    | TARGET_GROUP
-                    | DEAD_LETTER_REASON
-                    | DEAD_LETTER_DESCRIPTION
+                TARGET_GROUP | DEAD_LETTER_REASON | DEAD_LETTER_DESCRIPTION
             )
     };
     copy.application_properties = raw.application_properties.as_ref().map(|p| {
@@ -283,6 +272,23 @@ fn stand_in(raw: &AmqpMessage<Body<Value>>, data: Bytes) -> Message {
         })
 }
 
+/// A message as a receiver sees it after `sb` was sent: the same sections, the body as one Data
+/// section (what the broker delivers for a message a client sent).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn as_received(sb: &ServiceBusMessage) -> AmqpMessage<Body<Value>> {
+    use fe2o3_amqp_types::messaging::{Batch, Data};
+    let m = sb.raw_amqp_message().clone();
+    AmqpMessage {
+        header: m.header,
+        delivery_annotations: m.delivery_annotations,
+        message_annotations: m.message_annotations,
+        properties: m.properties,
+        application_properties: m.application_properties,
+        body: Body::Data(Batch::new(vec![Data(m.body.0)])),
+        footer: m.footer,
+    }
+}
+
 /// Properties-to-modify of a dead-lettering: the standard busway metadata.
 pub(crate) fn dead_letter_properties(meta: &DeadLetterMetadata) -> OrderedMap<String, Value> {
     meta.to_headers()
@@ -300,19 +306,9 @@ pub(crate) fn description(error: &str) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use fe2o3_amqp_types::messaging::{Batch, Data};
 
     fn received(sb: &ServiceBusMessage) -> AmqpMessage<Body<Value>> {
-        let m = sb.raw_amqp_message().clone();
-        AmqpMessage {
-            header: m.header,
-            delivery_annotations: m.delivery_annotations,
-            message_annotations: m.message_annotations,
-            properties: m.properties,
-            application_properties: m.application_properties,
-            body: Body::Data(Batch::new(vec![Data(m.body.0)])),
-            footer: m.footer,
-        }
+        as_received(sb)
     }
 
     #[test]
@@ -333,7 +329,6 @@ mod tests {
         assert!(back.error.is_none(), "{:?}", back.error);
         assert_eq!(back.message, m);
         assert!(encoded_size(&sb) > 2);
-        assert!(check_size(&sb, 10).is_err());
     }
 
     #[test]

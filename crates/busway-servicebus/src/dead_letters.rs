@@ -10,6 +10,7 @@ use azservicebus::{
 use busway_core::{DeadLetter, DeadLetterQueue, DeadLetters, Result};
 
 use crate::broker::ServiceBusBroker;
+use crate::client::CLOSE_TIMEOUT;
 use crate::codec;
 use crate::error::classify;
 
@@ -35,12 +36,12 @@ impl ServiceBusBroker {
         };
         let receiver = self
             .inner
-            .client
-            .lock()
-            .await
-            .create_receiver_for_queue(entity.clone(), options)
-            .await
-            .map_err(|e| classify("opening a dead-letter receiver", &entity, e))?;
+            .connection
+            .open("opening a dead-letter receiver", &entity, |client| {
+                let (entity, options) = (entity.clone(), options.clone());
+                Box::pin(async move { client.create_receiver_for_queue(entity, options).await })
+            })
+            .await?;
         Ok((receiver, format!("{entity}/$DeadLetterQueue")))
     }
 
@@ -77,7 +78,7 @@ impl ServiceBusBroker {
 }
 
 async fn dispose(receiver: ServiceBusReceiver) {
-    if let Err(e) = receiver.dispose().await {
+    if let Ok(Err(e)) = tokio::time::timeout(CLOSE_TIMEOUT, receiver.dispose()).await {
         tracing::debug!(error = %e, "disposing a dead-letter receiver");
     }
 }
@@ -124,17 +125,13 @@ impl DeadLetters for ServiceBusBroker {
     }
 
     /// Sends dead letters back to their group only (see the crate docs on routing rules), then
-    /// removes them from the dead-letter queue. Each copy starts again at attempt 1.
+    /// removes them from the dead-letter queue. Each copy starts again at attempt 1. Fails with
+    /// a configuration error naming `servicebus.manage_rules`, before anything is sent, when
+    /// the group's routing rules are not in place.
     async fn redrive(&self, topic: &str, group: &str, limit: Option<usize>) -> Result<usize> {
         self.remember(topic, group);
-        let routed = self.ensure_routing(topic, group).await;
-        if !routed {
-            tracing::warn!(
-                topic,
-                group,
-                "routing rules are not in place: redriven messages reach every subscription of the topic whose rules match them"
-            );
-        }
+        self.ensure_routing(topic, group).await?;
+        let entity = self.entity(topic);
         let (mut receiver, path) = self
             .dead_letter_receiver(topic, group, ServiceBusReceiveMode::PeekLock)
             .await?;
@@ -163,7 +160,7 @@ impl DeadLetters for ServiceBusBroker {
                     if !queue {
                         codec::set_property(&mut copy, codec::TARGET_GROUP, group.to_owned());
                     }
-                    if let Err(e) = self.inner.senders.send(topic, copy).await {
+                    if let Err(e) = self.inner.senders.send(&entity, copy).await {
                         let _ = receiver.abandon_message(&message, None).await;
                         return Err(e);
                     }

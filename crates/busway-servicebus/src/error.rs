@@ -59,3 +59,18 @@ pub(crate) fn classify(operation: &str, entity: &str, err: azure_core::Error) ->
     }
     Error::broker(what, true, err)
 }
+
+/// Whether the broker answered that a message lock is gone (the message was settled, or its
+/// lock expired).
+pub(crate) fn is_lock_lost(err: &azure_core::Error) -> bool {
+    let text = format!("{err:?} {err}").to_ascii_lowercase();
+    [
+        "lock-lost",
+        "locklost",
+        "lock lost",
+        "410",
+        "lock supplied is invalid",
+    ]
+    .iter()
+    .any(|n| text.contains(n))
+}

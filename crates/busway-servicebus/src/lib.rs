@@ -35,11 +35,12 @@
 //! | message | CloudEvents AMQP binding, binary mode: `cloudEvents_*` application properties, AMQP content type, Data body; MessageId = event id, SessionId = partition key, CorrelationId = `correlationid` |
 //! | ack | complete |
 //! | redeliver now | abandon (the broker counts the delivery) |
-//! | redeliver after a delay | schedule a copy for then, carrying `busway-attempt` and `busway-first-failure`, addressed to the group with `busway-group`; then complete the original |
+//! | redeliver after a delay | schedule a copy for then, carrying `busway-attempt` and `busway-first-failure`, addressed to the group with `busway-group`; then complete the original (confirmed) |
 //! | dead-letter | the native dead-letter subqueue: DeadLetterReason = busway's reason code, DeadLetterErrorDescription = the error, plus the `busway-dlq-*` metadata as application properties |
 //! | attempt | the broker's delivery count (plus the attempt a scheduled copy carries) |
 //! | per-key ordering | sessions: the partition key is the session id; each session is handled one message at a time |
-//! | dropped delivery | abandon |
+//! | dropped delivery | abandon (the broker counts the delivery) |
+//! | failed settlement | the delivery stays with its handle; one whose link was lost comes back when its lock expires |
 //!
 //! **Entities are provisioned outside busway.** Service Bus creates topics and subscriptions only
 //! through its management (ATOM/ARM) API, which AMQP clients do not reach: declare them in
@@ -47,11 +48,18 @@
 //! per-key ordering needs a subscription with `RequiresSession`. Subscribing installs two
 //! routing rules on the subscription (see [`ServiceBusConfig::manage_rules`]): `busway-broadcast`
 //! (`[busway-group] IS NULL`) replaces `$Default`, and `busway-direct` (`busway-group = <group>`)
-//! lets delayed redeliveries and redriven dead letters reach only their group.
+//! lets delayed redeliveries and redriven dead letters reach only their group. Without Manage
+//! rights the rules must be in place already; subscribing checks them and fails with a
+//! configuration error naming the setting otherwise, as it does for a rule of the
+//! subscription's own that would also take other groups' copies.
+//!
+//! Plain AMQP (emulators) is used only towards a loopback address unless
+//! [`ServiceBusConfig::insecure`] allows otherwise (logged at WARN).
 //!
 //! Locks are renewed while a delivery is unsettled (up to [`ServiceBusConfig::lock_renewal`]);
-//! messages are received one per free slot of the consumer runtime (its prefetch bounds the
-//! hand-off buffer), so nothing sits locked in a client-side buffer.
+//! messages are received one at a time, at most the subscription's prefetch unsettled at once,
+//! so nothing sits locked in a client-side buffer. A lost connection is recovered by busway
+//! itself (links reopened, publishes retried).
 
 mod broker;
 mod client;
@@ -59,6 +67,9 @@ mod codec;
 mod config;
 mod dead_letters;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod receive;
 mod rules;
 mod senders;

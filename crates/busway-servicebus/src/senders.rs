@@ -1,12 +1,17 @@
-//! Sender links, pooled per entity.
+//! Sender links, pooled per entity, and the retries of a failed send.
 //!
 //! The client's senders need `&mut` for every send and a send waits for the broker's verdict, so
 //! one sender per topic would serialise every publisher of the process; a small pool per entity
-//! lets that many sends be in flight at once.
+//! lets that many sends be in flight at once. A send that fails for a reason that may pass (a
+//! lost connection, a timeout, a busy broker) is retried on a fresh link, with backoff, up to
+//! `max_retries` times: the client itself does not retry (see [`crate::client`]).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex};
+use std::time::Duration;
 
 use azservicebus::{
     CreateMessageBatchOptions, ServiceBusMessage, ServiceBusSender, ServiceBusSenderOptions,
@@ -15,10 +20,14 @@ use busway_core::{Error, Result};
 use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::client::SharedClient;
+use crate::client::{CLOSE_TIMEOUT, Connection};
 use crate::error::classify;
 
 type Slot = Arc<Mutex<Option<ServiceBusSender>>>;
+
+/// The first pause before a retry; doubled each time up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 struct Pool {
     slots: Vec<Slot>,
@@ -27,17 +36,22 @@ struct Pool {
 
 /// Every sender link of a broker.
 pub(crate) struct Senders {
-    client: SharedClient,
+    connection: Arc<Connection>,
     pools: SyncMutex<HashMap<String, Arc<Pool>>>,
     per_entity: usize,
+    max_retries: u32,
 }
 
+type SendFuture<'s, T> =
+    Pin<Box<dyn Future<Output = std::result::Result<T, azure_core::Error>> + Send + 's>>;
+
 impl Senders {
-    pub(crate) fn new(client: SharedClient, per_entity: usize) -> Self {
+    pub(crate) fn new(connection: Arc<Connection>, per_entity: usize, max_retries: u32) -> Self {
         Self {
-            client,
+            connection,
             pools: SyncMutex::new(HashMap::new()),
             per_entity: per_entity.max(1),
+            max_retries,
         }
     }
 
@@ -68,12 +82,16 @@ impl Senders {
         };
         if guard.is_none() {
             let sender = self
-                .client
-                .lock()
-                .await
-                .create_sender(entity, ServiceBusSenderOptions::default())
-                .await
-                .map_err(|e| classify("opening a sender", entity, e))?;
+                .connection
+                .open("opening a sender", entity, |client| {
+                    let entity = entity.to_owned();
+                    Box::pin(async move {
+                        client
+                            .create_sender(entity, ServiceBusSenderOptions::default())
+                            .await
+                    })
+                })
+                .await?;
             *guard = Some(sender);
         }
         Ok(guard)
@@ -82,44 +100,80 @@ impl Senders {
     /// Forgets a sender after a failure, so the next use opens a fresh link.
     async fn discard(guard: &mut OwnedMutexGuard<Option<ServiceBusSender>>) {
         if let Some(sender) = guard.take()
-            && let Err(e) = sender.dispose().await
+            && let Ok(Err(e)) = tokio::time::timeout(CLOSE_TIMEOUT, sender.dispose()).await
         {
             tracing::debug!(error = %e, "disposing a failed sender");
         }
     }
 
-    /// Sends one message.
-    pub(crate) async fn send(&self, entity: &str, message: ServiceBusMessage) -> Result<()> {
-        let mut guard = self.acquire(entity).await?;
-        let Some(sender) = guard.as_mut() else {
-            return Err(Error::Closed("sender".into()));
-        };
-        match sender.send_message(message).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let err = classify("publishing", entity, e);
-                Self::discard(&mut guard).await;
-                Err(err)
+    /// Runs `op` on a sender of `entity`, retrying failures that may pass on a fresh link.
+    async fn with_retries<T>(
+        &self,
+        what: &str,
+        entity: &str,
+        mut op: impl for<'s> FnMut(&'s mut ServiceBusSender) -> SendFuture<'s, T>,
+    ) -> Result<T> {
+        let mut pause = FIRST_PAUSE;
+        let mut retries = 0;
+        loop {
+            let result = match self.acquire(entity).await {
+                Ok(mut guard) => {
+                    let outcome = match guard.as_mut() {
+                        Some(sender) => op(sender).await.map_err(|e| classify(what, entity, e)),
+                        None => Err(Error::Closed("sender".into())),
+                    };
+                    if outcome.is_err() {
+                        Self::discard(&mut guard).await;
+                    }
+                    outcome
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(value) => return Ok(value),
+                Err(e) if e.is_transient() && retries < self.max_retries => {
+                    retries += 1;
+                    tracing::debug!(error = %e, retries, "retrying on a fresh link");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_PAUSE);
+                }
+                Err(e) => return Err(e),
             }
         }
     }
 
-    /// Sends messages in as few batches as the batch size limit allows.
+    /// Sends one message.
+    pub(crate) async fn send(&self, entity: &str, message: ServiceBusMessage) -> Result<()> {
+        self.with_retries("publishing", entity, |sender| {
+            let message = message.clone();
+            Box::pin(async move { sender.send_message(message).await })
+        })
+        .await
+    }
+
+    /// Sends messages in as few batches as the batch size limit allows; each batch is retried
+    /// on its own, so a retry never repeats a batch that was sent.
     pub(crate) async fn send_batched(
         &self,
         entity: &str,
         messages: Vec<ServiceBusMessage>,
         limit: usize,
     ) -> Result<()> {
-        let mut guard = self.acquire(entity).await?;
-        let Some(sender) = guard.as_mut() else {
-            return Err(Error::Closed("sender".into()));
+        let groups = {
+            let guard = self.acquire(entity).await?;
+            let Some(sender) = guard.as_ref() else {
+                return Err(Error::Closed("sender".into()));
+            };
+            partition(sender, entity, messages, limit)?
         };
-        let result = send_in_batches(sender, entity, messages, limit).await;
-        if result.as_ref().is_err_and(|e| e.is_transient()) {
-            Self::discard(&mut guard).await;
+        for group in groups {
+            self.with_retries("publishing a batch", entity, |sender| {
+                let group = group.clone();
+                Box::pin(async move { sender.send_messages(group).await })
+            })
+            .await?;
         }
-        result
+        Ok(())
     }
 
     /// Schedules one message for `at`; returns its sequence number.
@@ -130,22 +184,27 @@ impl Senders {
         at: DateTime<Utc>,
     ) -> Result<i64> {
         let at = to_offset(at);
-        let mut guard = self.acquire(entity).await?;
-        let Some(sender) = guard.as_mut() else {
-            return Err(Error::Closed("sender".into()));
-        };
-        match sender.schedule_messages(std::iter::once(message), at).await {
-            Ok(seq) => seq.first().copied().ok_or_else(|| {
-                Error::Rejected(format!(
-                    "scheduling on `{entity}` returned no sequence number"
-                ))
-            }),
-            Err(e) => {
-                let err = classify("scheduling", entity, e);
-                Self::discard(&mut guard).await;
-                Err(err)
-            }
-        }
+        let numbers = self
+            .with_retries("scheduling", entity, |sender| {
+                let message = message.clone();
+                Box::pin(
+                    async move { sender.schedule_messages(std::iter::once(message), at).await },
+                )
+            })
+            .await?;
+        numbers.first().copied().ok_or_else(|| {
+            Error::Rejected(format!(
+                "scheduling on `{entity}` returned no sequence number"
+            ))
+        })
+    }
+
+    /// Cancels a scheduled message.
+    pub(crate) async fn cancel_scheduled(&self, entity: &str, sequence_number: i64) -> Result<()> {
+        self.with_retries("cancelling a scheduled message", entity, |sender| {
+            Box::pin(async move { sender.cancel_scheduled_message(sequence_number).await })
+        })
+        .await
     }
 
     /// Disposes every sender.
@@ -163,59 +222,44 @@ impl Senders {
     }
 }
 
-async fn send_in_batches(
-    sender: &mut ServiceBusSender,
+/// Splits `messages` into groups that each fit one AMQP batch of the link and `limit`.
+fn partition(
+    sender: &ServiceBusSender,
     entity: &str,
     messages: Vec<ServiceBusMessage>,
     limit: usize,
-) -> Result<()> {
-    let new_batch = |sender: &ServiceBusSender| {
+) -> Result<Vec<Vec<ServiceBusMessage>>> {
+    let new_batch = || {
         sender
             .create_message_batch(CreateMessageBatchOptions::default())
             .map_err(|e| Error::Rejected(format!("cannot create a batch for `{entity}`: {e:?}")))
     };
-    let mut batch = new_batch(sender)?;
+    let mut groups = Vec::new();
+    let mut group = Vec::new();
+    let mut batch = new_batch()?;
     for message in messages {
         // The link's limit may be larger than the configured one; batches stay within both.
-        let fits =
-            batch.size_in_bytes() as usize + crate::codec::encoded_size(&message) + 16 <= limit;
-        let message = if fits {
-            match batch.try_add_message(message) {
-                Ok(()) => continue,
-                Err(e) => returned(e),
-            }
-        } else {
-            message
-        };
-        if batch.is_empty() {
-            let size = crate::codec::encoded_size(&message);
+        let size = crate::codec::encoded_size(&message);
+        let fits = batch.size_in_bytes() as usize + size + 16 <= limit
+            && batch.try_add_message(message.clone()).is_ok();
+        if fits {
+            group.push(message);
+            continue;
+        }
+        if group.is_empty() {
             return Err(Error::TooLarge { size, limit });
         }
-        let full = std::mem::replace(&mut batch, new_batch(sender)?);
-        sender
-            .send_message_batch(full)
-            .await
-            .map_err(|e| classify("publishing a batch", entity, e))?;
-        if let Err(e) = batch.try_add_message(message) {
-            let size = crate::codec::encoded_size(&returned(e));
+        groups.push(std::mem::take(&mut group));
+        batch = new_batch()?;
+        if batch.try_add_message(message.clone()).is_err() || size + 16 > limit {
             return Err(Error::TooLarge { size, limit });
         }
+        group.push(message);
     }
-    if !batch.is_empty() {
-        sender
-            .send_message_batch(batch)
-            .await
-            .map_err(|e| classify("publishing a batch", entity, e))?;
+    if !group.is_empty() {
+        groups.push(group);
     }
-    Ok(())
-}
-
-/// The message a batch refused.
-fn returned(e: azservicebus::amqp::error::TryAddMessageError) -> ServiceBusMessage {
-    use azservicebus::amqp::error::TryAddMessageError as E;
-    match e {
-        E::BatchFull(m) | E::Codec { message: m, .. } => m,
-    }
+    Ok(groups)
 }
 
 /// chrono to the `time` crate the client uses.

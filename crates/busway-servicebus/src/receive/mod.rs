@@ -10,16 +10,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use azservicebus::{
-    ServiceBusReceiveMode, ServiceBusReceiverOptions, ServiceBusSessionReceiverOptions,
+    ServiceBusReceiveMode, ServiceBusReceiver, ServiceBusReceiverOptions,
+    ServiceBusSessionReceiverOptions,
 };
 use busway_core::{Delivery, Result, Subscription};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 pub(crate) use pump::Context;
 use pump::{Ended, Pump};
 
-use crate::client::{Connector, SharedClient};
+use crate::client::{Connection, Connector};
 use crate::error::classify;
 
 /// How long one receive on a plain link waits before it is re-issued.
@@ -35,22 +36,97 @@ fn receiver_options() -> ServiceBusReceiverOptions {
     }
 }
 
-/// Opens a plain (non-session) subscription.
+/// Opens a plain (non-session) subscription: the first link at once (so a missing entity is
+/// reported by `subscribe`), and a task that keeps one open, reopening it (and, if need be,
+/// the connection) when it fails.
 pub(crate) async fn plain(
-    client: &SharedClient,
+    connection: Arc<Connection>,
     ctx: Arc<Context>,
     prefetch: usize,
 ) -> Result<Box<dyn Subscription>> {
-    let receiver = client
-        .lock()
-        .await
-        .create_receiver_for_queue(ctx.receive_entity.clone(), receiver_options())
-        .await
-        .map_err(|e| classify("opening a receiver", &ctx.receive_entity, e))?;
+    let receiver = open_plain(&connection, &ctx).await?;
     let (out, deliveries) = mpsc::channel(prefetch.max(1));
-    let pump = Pump::new(receiver, ctx, out, usize::MAX, RECEIVE_WAIT, false);
-    tokio::spawn(pump.run());
+    tokio::spawn(keep_plain(connection, ctx, out, prefetch, receiver));
     Ok(Box::new(Deliveries { deliveries }))
+}
+
+async fn open_plain(connection: &Connection, ctx: &Context) -> Result<ServiceBusReceiver> {
+    connection
+        .open("opening a receiver", &ctx.receive_entity, |client| {
+            let entity = ctx.receive_entity.clone();
+            Box::pin(async move {
+                client
+                    .create_receiver_for_queue(entity, receiver_options())
+                    .await
+            })
+        })
+        .await
+}
+
+/// Runs pumps on `first`, then on fresh links, until the subscription closes.
+async fn keep_plain(
+    connection: Arc<Connection>,
+    ctx: Arc<Context>,
+    out: mpsc::Sender<Result<Delivery>>,
+    prefetch: usize,
+    first: ServiceBusReceiver,
+) {
+    let mut next = Some(first);
+    let mut failures = 0u32;
+    loop {
+        let receiver = match next.take() {
+            Some(r) => r,
+            None => match open_plain(&connection, &ctx).await {
+                Ok(r) => r,
+                Err(e) => {
+                    failures += 1;
+                    let fatal = !e.is_transient();
+                    tracing::warn!(error = %e, entity = %ctx.receive_entity, "reopening a receive link failed");
+                    // A transient error tells the runtime the subscription is recovering; any
+                    // other ends it (the runtime subscribes again or stops with the error).
+                    tokio::select! {
+                        _ = out.send(Err(e)) => {}
+                        () = out.closed() => return,
+                    }
+                    if fatal {
+                        return;
+                    }
+                    pause(failures, &out).await;
+                    continue;
+                }
+            },
+        };
+        // The pump hands out at most `prefetch` unsettled deliveries: the hand-off channel holds
+        // that many, and those a consumer took still hold their locks until settled.
+        let pump = Pump::new(
+            receiver,
+            ctx.clone(),
+            out.clone(),
+            prefetch,
+            RECEIVE_WAIT,
+            false,
+        );
+        match pump.run().await {
+            Ended::Closed => return,
+            Ended::Idle => failures = 0,
+            Ended::Failed => {
+                failures += 1;
+                pause(failures, &out).await;
+            }
+        }
+        if out.is_closed() {
+            return;
+        }
+    }
+}
+
+/// Backoff between reopening attempts, cut short when the subscription closes.
+async fn pause(failures: u32, out: &mpsc::Sender<Result<Delivery>>) {
+    let wait = Duration::from_millis(100 * u64::from(failures.min(30)));
+    tokio::select! {
+        () = tokio::time::sleep(wait) => {}
+        () = out.closed() => {}
+    }
 }
 
 /// Opens a per-key-ordered subscription on a session-enabled entity: up to `sessions` sessions
@@ -64,13 +140,13 @@ pub(crate) async fn sessions(
     idle: Duration,
     queue: bool,
 ) -> Result<Box<dyn Subscription>> {
-    let client: SharedClient = Arc::new(Mutex::new(connector.connect().await?));
+    let connection = Arc::new(Connection::connect(connector.clone()).await?);
     let (out, deliveries) = mpsc::channel(prefetch.max(1));
     tokio::spawn(async move {
         let mut workers = JoinSet::new();
         for _ in 0..sessions.max(1) {
             let worker = SessionWorker {
-                client: client.clone(),
+                connection: connection.clone(),
                 ctx: ctx.clone(),
                 out: out.clone(),
                 idle,
@@ -80,20 +156,13 @@ pub(crate) async fn sessions(
         }
         drop(out);
         while workers.join_next().await.is_some() {}
-        match Arc::try_unwrap(client) {
-            Ok(client) => {
-                if let Err(e) = client.into_inner().dispose().await {
-                    tracing::debug!(error = %e, "disposing the session connection");
-                }
-            }
-            Err(_) => tracing::debug!("session connection still shared at shutdown"),
-        }
+        connection.close().await;
     });
     Ok(Box::new(Deliveries { deliveries }))
 }
 
 struct SessionWorker {
-    client: SharedClient,
+    connection: Arc<Connection>,
     ctx: Arc<Context>,
     out: mpsc::Sender<Result<Delivery>>,
     idle: Duration,
@@ -111,26 +180,59 @@ impl SessionWorker {
             if self.out.is_closed() {
                 return;
             }
+            // The service ends an accept with a timeout when no session has messages; on a lost
+            // connection nothing ever answers, so the wait is bounded here too.
+            let patience = self.connection.operation_timeout() * 2;
             let accept = async {
-                let mut client = self.client.lock().await;
-                if self.queue {
+                let mut state = self.connection.lock().await;
+                let generation = state.generation();
+                let client = match state.client() {
+                    Ok(client) => client,
+                    Err(e) => return (generation, Err(e)),
+                };
+                let accepted = if self.queue {
                     client
-                        .accept_next_session_for_queue(self.ctx.topic.clone(), options.clone())
+                        .accept_next_session_for_queue(
+                            self.ctx.send_entity.clone(),
+                            options.clone(),
+                        )
                         .await
                 } else {
                     client
                         .accept_next_session_for_subscription(
-                            &self.ctx.topic,
+                            &self.ctx.send_entity,
                             &self.ctx.group,
                             options.clone(),
                         )
                         .await
+                };
+                (
+                    generation,
+                    accepted
+                        .map_err(|e| classify("accepting a session", &self.ctx.receive_entity, e)),
+                )
+            };
+            let accept = async {
+                match tokio::time::timeout(patience, accept).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        let generation = self.connection.lock().await.generation();
+                        let lost = busway_core::Error::Connection {
+                            message: format!(
+                                "accepting a session on `{}` got no answer in {patience:?}",
+                                self.ctx.receive_entity
+                            ),
+                            source: None,
+                        };
+                        (generation, Err(lost))
+                    }
                 }
             };
             // A pending accept is not cancelled when the subscription closes: dropping a
             // half-attached link can end the client's whole AMQP session. It ends on its own
-            // (the service answers within its timeout) and the session is released at once.
-            let accepted = accept.await;
+            // (the service answers within its timeout) and the session is released at once; only
+            // an accept the connection never answers (it was lost) is given up.
+            let (generation, accepted) = accept.await;
             match accepted {
                 Ok(receiver) if self.out.is_closed() => {
                     if let Err(e) = receiver.dispose().await {
@@ -151,14 +253,24 @@ impl SessionWorker {
                         return;
                     }
                 }
-                Err(e) => {
-                    let err = classify("accepting a session", &self.ctx.receive_entity, e);
-                    // No session with messages: the normal idle state.
-                    if err.kind() != busway_core::ErrorKind::Timeout {
-                        tracing::warn!(error = %err, "accepting a session failed");
-                        let _ = self.out.send(Err(err)).await;
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                // No session with messages: the normal idle state.
+                Err(err) if err.kind() == busway_core::ErrorKind::Timeout => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "accepting a session failed");
+                    if err.is_transient()
+                        && let Err(e) = self.connection.replace_after_failure(generation).await
+                    {
+                        tracing::warn!(error = %e, "reconnecting for sessions failed");
                     }
+                    let fatal = !err.is_transient();
+                    tokio::select! {
+                        _ = self.out.send(Err(err)) => {}
+                        () = self.out.closed() => return,
+                    }
+                    if fatal {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }

@@ -8,8 +8,10 @@
 //!    an ephemeral port, fresh for every test, with the same entities.
 //!
 //! Service Bus entities cannot be created over AMQP, so the tests use entities declared up
-//! front. The conformance suite invents a topic name per scenario; [`Pooled`] maps each name to
-//! one of the declared pool topics (and back, in everything the suite sees).
+//! front. The conformance suite invents a topic name per scenario; [`Pooled`] allocates one of
+//! the declared pool topics to each name and tells the adapter with
+//! [`ServiceBusBroker::map_topic`], so the adapter itself reports the suite's topic in
+//! deliveries, dead-letter metadata and listings: nothing is renamed on the way back.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -25,19 +27,25 @@ use azservicebus::{
     ServiceBusRetryOptions, SubQueue,
 };
 use busway_core::{
-    DeadLetter, DeadLetterQueue, DeadLetters, Delivery, Message, Ordering, Publisher, Result,
+    DeadLetter, DeadLetterQueue, DeadLetters, Message, Ordering, Publisher, Result,
     SubscribeOptions, Subscriber, Subscription,
 };
-use busway_sb_emulator::{Emulator, EmulatorHandle, SubscriptionConfig, TopicConfig};
+use busway_sb_emulator::{
+    CorrelationFilter, Emulator, EmulatorHandle, RuleConfig, SubscriptionConfig, TopicConfig,
+};
 use busway_servicebus::{ServiceBusBroker, ServiceBusConfig};
 use chrono::{DateTime, Utc};
 
-/// Topics the conformance pool hands out; each has the subscriptions of [`POOL_GROUPS`].
-pub const POOL_TOPICS: usize = 24;
+/// Topics the conformance pool hands out; each has the subscriptions of [`POOL_GROUPS`]. On a
+/// shared server the whole suite draws from one pool, so it must cover every topic of every
+/// scenario.
+pub const POOL_TOPICS: usize = 28;
 /// Session-enabled topics for per-key ordered groups; subscription `ordered`.
 pub const SESSION_POOL_TOPICS: usize = 4;
 /// The groups the conformance scenarios use.
-pub const POOL_GROUPS: &[&str] = &["g", "workers", "group-0", "group-1", "group-2"];
+pub const POOL_GROUPS: &[&str] = &[
+    "g", "workers", "group-0", "group-1", "group-2", "billing", "shipping", "late",
+];
 /// Lock duration of every subscription (the official emulator's minimum).
 pub const LOCK: Duration = Duration::from_secs(5);
 /// A shorter lock for the lock-renewal test (the in-process emulator allows it).
@@ -88,7 +96,110 @@ pub fn entities() -> Vec<TopicConfig> {
             .subscription(sub("a", LOCK))
             .subscription(sub("b", LOCK)),
     );
+    // Never given rules by any test: what a key without Manage rights finds.
+    topics.push(TopicConfig::new("adapter-norules").subscription(sub("g", LOCK)));
+    // Rules of the users' own: one that would also take other groups' copies, one that
+    // excludes them as busway asks.
+    topics.push(
+        TopicConfig::new("adapter-own-rules")
+            .subscription(sub("billing", LOCK))
+            .subscription(
+                sub("filtered", LOCK).rule(RuleConfig::sql("adapter-only", ADAPTER_TYPE_FILTER)),
+            )
+            .subscription(sub("guarded", LOCK).rule(RuleConfig::sql(
+                "adapter-only",
+                format!("({ADAPTER_TYPE_FILTER}) AND [busway-group] IS NULL"),
+            ))),
+    );
+    // busway's rules installed by the infrastructure, for a key without Manage rights.
+    topics.push(
+        TopicConfig::new("adapter-durable").subscription(
+            sub("g", SHORT_LOCK)
+                .rule(RuleConfig::sql(
+                    "busway-broadcast",
+                    "[busway-group] IS NULL",
+                ))
+                .rule(RuleConfig::correlation(
+                    "busway-direct",
+                    CorrelationFilter {
+                        properties: [("busway-group".to_owned(), serde_json::json!("g"))]
+                            .into_iter()
+                            .collect(),
+                        ..CorrelationFilter::default()
+                    },
+                )),
+        ),
+    );
+    topics.push(TopicConfig::new("adapter-inflight").subscription(sub("g", LOCK)));
+    topics.push(TopicConfig::new("adapter-cut").subscription(sub("g", SHORT_LOCK)));
+    topics.push(TopicConfig::new("adapter-mapped").subscription(sub("g", LOCK)));
     topics
+}
+
+/// The SQL filter of the users' own rules in `adapter-own-rules`.
+pub const ADAPTER_TYPE_FILTER: &str = "[cloudEvents_type] = 'busway.adapter'";
+
+/// `docker/Config.json` as it must be: the official emulator's format for [`entities`]. Lock
+/// durations below the official emulator's minimum (5 s) are raised to it.
+pub fn docker_config() -> serde_json::Value {
+    use serde_json::json;
+    let iso = |d: Duration| format!("PT{}S", d.as_secs().max(5));
+    let rule = |r: &RuleConfig| match &r.filter {
+        busway_sb_emulator::RuleFilter::Sql(expression) => json!({
+            "Name": r.name,
+            "Properties": { "FilterType": "Sql", "SqlFilter": { "SqlExpression": expression } },
+        }),
+        busway_sb_emulator::RuleFilter::Correlation(c) => json!({
+            "Name": r.name,
+            "Properties": {
+                "FilterType": "Correlation",
+                "CorrelationFilter": { "Properties": c.properties },
+            },
+        }),
+    };
+    let topics: Vec<serde_json::Value> = entities()
+        .iter()
+        .map(|t| {
+            let subscriptions: Vec<serde_json::Value> = t
+                .subscriptions
+                .iter()
+                .map(|s| {
+                    json!({
+                        "Name": s.name,
+                        "Properties": {
+                            "DeadLetteringOnMessageExpiration": false,
+                            "DefaultMessageTimeToLive": "PT1H",
+                            "LockDuration": iso(s.properties.lock_duration),
+                            "MaxDeliveryCount": s.properties.max_delivery_count,
+                            "ForwardDeadLetteredMessagesTo": "",
+                            "ForwardTo": "",
+                            "RequiresSession": s.properties.requires_session,
+                        },
+                        "Rules": s.rules.iter().map(rule).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            json!({
+                "Name": t.name,
+                "Properties": {
+                    "DefaultMessageTimeToLive": "PT1H",
+                    "DuplicateDetectionHistoryTimeWindow": if t.duplicate_detection.enabled {
+                        iso(t.duplicate_detection.window)
+                    } else {
+                        "PT20S".to_owned()
+                    },
+                    "RequiresDuplicateDetection": t.duplicate_detection.enabled,
+                },
+                "Subscriptions": subscriptions,
+            })
+        })
+        .collect();
+    json!({
+        "UserConfig": {
+            "Namespaces": [{ "Name": "sbemulatorns", "Queues": [], "Topics": topics }],
+            "Logging": { "Type": "File" },
+        }
+    })
 }
 
 /// A Service Bus for one test.
@@ -107,6 +218,36 @@ impl Server {
             SHORT_LOCK
         } else {
             LOCK
+        }
+    }
+
+    /// A connection string for another process: the emulator's, or the shared server's.
+    pub fn connection_string(&self) -> String {
+        use secrecy::ExposeSecret;
+        match (&self.emulator, &self.config.connection_string) {
+            (Some(emulator), _) => emulator.connection_string(),
+            (None, Some(cs)) => cs.expose_secret().to_owned(),
+            (None, None) => panic!("a shared server has a connection string"),
+        }
+    }
+
+    /// A TCP proxy in front of this server, to cut connections; plain AMQP (emulators) only:
+    /// through a proxy a TLS namespace's certificate would not match.
+    pub async fn proxy(&self) -> Option<Arc<busway_testkit::proxy::Proxy>> {
+        let (endpoint, _, _, plain) = raw_credentials(&self.config);
+        if !plain {
+            return None;
+        }
+        let upstream = tokio::net::lookup_host(endpoint).await.ok()?.next()?;
+        Some(busway_testkit::proxy::Proxy::start(upstream).await)
+    }
+
+    /// This server's settings with connections going through `proxy`.
+    pub fn config_through(&self, proxy: &busway_testkit::proxy::Proxy) -> ServiceBusConfig {
+        let (_, name, key, _) = raw_credentials(&self.config);
+        ServiceBusConfig {
+            lock_renewal: self.config.lock_renewal,
+            ..ServiceBusConfig::emulator(proxy.addr.to_string(), name, key)
         }
     }
 
@@ -347,7 +488,6 @@ static SHARED_NEXT_SESSION: AtomicUsize = AtomicUsize::new(0);
 #[derive(Default)]
 struct Names {
     to_pool: HashMap<String, String>,
-    from_pool: HashMap<String, String>,
     next_plain: usize,
     next_session: usize,
 }
@@ -405,9 +545,9 @@ impl Pooled {
                 }
             };
             names.to_pool.insert(topic.to_owned(), pooled.clone());
-            names.from_pool.insert(pooled.clone(), topic.to_owned());
             (pooled, ordering)
         };
+        self.broker.map_topic(topic, pooled.clone());
         let groups: &[&str] = match fresh {
             Ordering::PerKey => &["ordered"],
             Ordering::Unordered => POOL_GROUPS,
@@ -416,24 +556,27 @@ impl Pooled {
         pooled
     }
 
-    fn original(&self, pooled: &str) -> Option<String> {
-        self.names.lock().unwrap().from_pool.get(pooled).cloned()
+    /// The adapter under test.
+    pub fn broker(&self) -> &ServiceBusBroker {
+        &self.broker
     }
 }
 
+// Each call allocates the pool topic on first use; the adapter is then called with the suite's
+// own topic name and maps it itself.
 #[async_trait]
 impl Publisher for Pooled {
     async fn publish(&self, topic: &str, message: Message) -> Result<()> {
-        let t = self.map(topic, Ordering::Unordered).await;
-        self.broker.publish(&t, message).await
+        self.map(topic, Ordering::Unordered).await;
+        self.broker.publish(topic, message).await
     }
     async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        let t = self.map(topic, Ordering::Unordered).await;
-        self.broker.publish_batch(&t, messages).await
+        self.map(topic, Ordering::Unordered).await;
+        self.broker.publish_batch(topic, messages).await
     }
     async fn schedule(&self, topic: &str, message: Message, at: DateTime<Utc>) -> Result<()> {
-        let t = self.map(topic, Ordering::Unordered).await;
-        self.broker.schedule(&t, message, at).await
+        self.map(topic, Ordering::Unordered).await;
+        self.broker.schedule(topic, message, at).await
     }
 }
 
@@ -445,60 +588,26 @@ impl Subscriber for Pooled {
         group: &str,
         options: SubscribeOptions,
     ) -> Result<Box<dyn Subscription>> {
-        let t = self.map(topic, options.ordering).await;
-        let inner = self.broker.subscribe(&t, group, options).await?;
-        Ok(Box::new(Renamed {
-            inner,
-            topic: topic.to_owned(),
-        }))
+        self.map(topic, options.ordering).await;
+        self.broker.subscribe(topic, group, options).await
     }
 }
 
 #[async_trait]
 impl DeadLetters for Pooled {
     async fn list(&self) -> Result<Vec<DeadLetterQueue>> {
-        Ok(self
-            .broker
-            .list()
-            .await?
-            .into_iter()
-            .filter_map(|q| {
-                self.original(&q.topic)
-                    .map(|topic| DeadLetterQueue { topic, ..q })
-            })
-            .collect())
+        self.broker.list().await
     }
     async fn peek(&self, topic: &str, group: &str, limit: usize) -> Result<Vec<DeadLetter>> {
-        let t = self.map(topic, Ordering::Unordered).await;
-        self.broker.peek(&t, group, limit).await
+        self.map(topic, Ordering::Unordered).await;
+        self.broker.peek(topic, group, limit).await
     }
     async fn redrive(&self, topic: &str, group: &str, limit: Option<usize>) -> Result<usize> {
-        let t = self.map(topic, Ordering::Unordered).await;
-        self.broker.redrive(&t, group, limit).await
+        self.map(topic, Ordering::Unordered).await;
+        self.broker.redrive(topic, group, limit).await
     }
     async fn purge(&self, topic: &str, group: &str) -> Result<usize> {
-        let t = self.map(topic, Ordering::Unordered).await;
-        self.broker.purge(&t, group).await
-    }
-}
-
-/// Deliveries of a pool topic, shown under the suite's topic name.
-struct Renamed {
-    inner: Box<dyn Subscription>,
-    topic: String,
-}
-
-#[async_trait]
-impl Subscription for Renamed {
-    async fn next(&mut self) -> Option<Result<Delivery>> {
-        let next = self.inner.next().await?;
-        Some(next.map(|d| {
-            let (message, mut info, settle) = d.into_parts();
-            info.topic = self.topic.clone();
-            Delivery::new(message, info, settle)
-        }))
-    }
-    async fn close(&mut self) -> Result<()> {
-        self.inner.close().await
+        self.map(topic, Ordering::Unordered).await;
+        self.broker.purge(topic, group).await
     }
 }
