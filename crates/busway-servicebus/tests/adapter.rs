@@ -156,6 +156,58 @@ async fn slow_handler_keeps_its_lock() {
     }
 }
 
+/// A handler that runs longer than its session's lock keeps the session: the session lock is
+/// renewed in time from the first renewal on (Service Bus states the session's first expiry in
+/// .NET ticks, which the client reads as a date in year 1), so the message is not handed to the
+/// other member and not counted as a second attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_handler_keeps_its_session_lock() {
+    let server = common::server().await;
+    server.reset("adapter-slow-session", &["ordered"]).await;
+    let broker = server.broker().await;
+    let lock = server.short_lock();
+    let calls: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let handler = {
+        let calls = calls.clone();
+        handler_fn(move |inc: Incoming| {
+            let calls = calls.clone();
+            async move {
+                calls.lock().unwrap().push(inc.info.attempt);
+                tokio::time::sleep(lock * 3).await;
+                Ok::<_, HandlerError>(())
+            }
+        })
+    };
+    let c1 = consumer(&broker, "adapter-slow-session", "ordered")
+        .ordered_by_key()
+        .concurrency(1)
+        .start(handler.clone())
+        .await
+        .unwrap();
+    let c2 = consumer(&broker, "adapter-slow-session", "ordered")
+        .ordered_by_key()
+        .concurrency(1)
+        .start(handler)
+        .await
+        .unwrap();
+    broker
+        .publish("adapter-slow-session", keyed("k1", 1))
+        .await
+        .unwrap();
+    eventually(lock * 3 + PATIENCE, "the slow message acked", || {
+        c1.stats().acked + c2.stats().acked == 1
+    })
+    .await;
+    tokio::time::sleep(lock * 2).await;
+    c1.shutdown().await.unwrap();
+    c2.shutdown().await.unwrap();
+    assert_eq!(
+        *calls.lock().unwrap(),
+        vec![1],
+        "the session lock expired and the message came back"
+    );
+}
+
 /// With duplicate detection on the topic, a message re-published with the same CloudEvents id
 /// (the MessageId) is absorbed by the broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,6 +33,10 @@ use crate::codec;
 use crate::error::{classify, is_lock_lost};
 use crate::senders::Senders;
 
+/// How soon a lock whose expiry is unknown (or reads as past) is renewed: shorter than the
+/// shortest lock Service Bus grants.
+const UNKNOWN_LOCK_RENEWAL: Duration = Duration::from_millis(500);
+
 /// See [`Pump::settle`].
 const MIN_AGE_BEFORE_SETTLING: Duration = Duration::from_millis(5);
 /// How long [`Pump::confirm_settled`] waits for the broker to show a settlement took effect.
@@ -290,6 +294,10 @@ impl<L: Link> Pump<L> {
     }
 
     /// Half of what is left of the lock: early enough to survive a slow round trip.
+    ///
+    /// When the expiry is unknown or already past, the lock is renewed soon, and the renewal's
+    /// answer gives the real expiry. That is the case for a session's first lock: Service Bus
+    /// states it in .NET ticks on the link, which azservicebus reads as a date in year 1.
     fn renew_interval(&self, message: &ServiceBusReceivedMessage) -> Duration {
         let until = self
             .link
@@ -298,8 +306,11 @@ impl<L: Link> Pump<L> {
         let left = until
             .map(|u| u - time::OffsetDateTime::now_utc())
             .and_then(|d| Duration::try_from(d).ok())
-            .unwrap_or(Duration::from_secs(10));
-        (left / 2).max(Duration::from_millis(100))
+            .filter(|left| !left.is_zero());
+        match left {
+            Some(left) => (left / 2).max(Duration::from_millis(100)),
+            None => UNKNOWN_LOCK_RENEWAL,
+        }
     }
 
     fn next_timer(&self) -> Option<Instant> {

@@ -84,6 +84,9 @@ pub fn entities() -> Vec<TopicConfig> {
     sessions.properties.requires_session = true;
     topics.push(TopicConfig::new("adapter-sessions").subscription(sessions));
     topics.push(TopicConfig::new("adapter-slow").subscription(sub("g", SHORT_LOCK)));
+    let mut slow_sessions = sub("ordered", SHORT_LOCK);
+    slow_sessions.properties.requires_session = true;
+    topics.push(TopicConfig::new("adapter-slow-session").subscription(slow_sessions));
     topics.push(
         TopicConfig::new("adapter-dedup")
             .duplicate_detection(Duration::from_secs(60))
