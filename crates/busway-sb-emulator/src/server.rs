@@ -329,6 +329,14 @@ impl EmulatorHandle {
         )
     }
 
+    /// Fault injection for tests of failure handling: while `refuse` is on, dead-lettering a
+    /// message of the queue or subscription at `path` (e.g. `orders/Subscriptions/billing`),
+    /// by link disposition or `update-disposition`, fails with `com.microsoft:server-busy`, and
+    /// the message keeps its lock, as after any failed disposition.
+    pub fn refuse_dead_letters(&self, path: &str, refuse: bool) {
+        self.broker.refuse_dead_letters(path, refuse);
+    }
+
     /// Active and dead-letter message counts of a queue or subscription path.
     pub fn message_counts(&self, entity: &str) -> Option<(usize, usize)> {
         self.broker.counts(entity)

@@ -19,14 +19,20 @@ async fn harness() -> Harness {
         server.config = server.config_through(proxy);
     }
     let pooled = common::Pooled::new(server).await;
-    let harness = Harness::new(pooled.clone(), pooled.clone(), pooled).capabilities(Capabilities {
-        max_message_bytes: busway_servicebus::STANDARD_MAX_MESSAGE_BYTES,
-        large_message_bytes: 200 * 1024,
-        members_share_load: true,
-        patience: Duration::from_secs(30),
-        quiet_period: Duration::from_secs(1),
-        timing_tolerance: Duration::from_millis(100),
-    });
+    let faults = pooled.clone();
+    let harness = Harness::new(pooled.clone(), pooled.clone(), pooled)
+        .refuse_dead_letters(Arc::new(move |topic, group, refuse| {
+            let faults = faults.clone();
+            Box::pin(async move { faults.refuse_dead_letters(&topic, &group, refuse).await })
+        }))
+        .capabilities(Capabilities {
+            max_message_bytes: busway_servicebus::STANDARD_MAX_MESSAGE_BYTES,
+            large_message_bytes: 200 * 1024,
+            members_share_load: true,
+            patience: Duration::from_secs(30),
+            quiet_period: Duration::from_secs(1),
+            timing_tolerance: Duration::from_millis(100),
+        });
     match proxy {
         Some(proxy) => harness.cut_connections(Arc::new(move || {
             proxy.cut();
@@ -40,6 +46,5 @@ busway_testkit::conformance_suite! {
     harness: harness,
     skip: [
         broker_restart_without_loss: "Service Bus emulators (official and busway-sb-emulator) keep no messages across a restart, and a test cannot restart a real namespace",
-        failed_settlement_neither_loses_nor_freezes: "nothing makes Service Bus refuse a dead-letter disposition on demand: busway-sb-emulator's dead-lettering never fails (no quota or limit applies to it) and has no fault switch, and neither Azure nor the official emulator has one (tests/failures.rs covers a redelivery copy the broker refuses, through the emulator's entity quota)",
     ],
 }

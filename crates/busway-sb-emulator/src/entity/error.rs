@@ -89,6 +89,9 @@ impl OpError {
             format!("The received message (size {size} bytes) exceeds the limit ({max} bytes)."),
         )
     }
+    pub fn server_busy(description: impl Into<String>) -> Self {
+        Self::new(503, "com.microsoft:server-busy", description)
+    }
     pub fn unauthorized(description: impl Into<String>) -> Self {
         Self::new(401, "amqp:unauthorized-access", description)
     }

@@ -131,6 +131,8 @@ struct State {
     topics: HashMap<String, TopicEntity>,
     send_sides: HashMap<String, SendSide>,
     locks: HashMap<[u8; 16], LockRef>,
+    /// Entities whose dead-lettering fails, as asked by a test (see `refuse_dead_letters`).
+    refused_dead_letters: std::collections::HashSet<String>,
 }
 
 /// The broker shared by every connection.

@@ -102,10 +102,33 @@ impl Broker {
         let now = now_ms();
         let mut state = self.lock();
         tracing::trace!(?disposition, ?link, "settle");
+        if matches!(disposition, Disposition::DeadLetter { .. })
+            && let Some(lock) = state.locks.get(token)
+            && state.refused_dead_letters.contains(&lock.key)
+        {
+            // The lock stays: the message is still the receiver's, as after any failed
+            // disposition.
+            return Err(OpError::server_busy(format!(
+                "dead-lettering on '{}' is refused (a fault injected by a test)",
+                lock.key
+            )));
+        }
         let result = state.settle(token, link, disposition, now);
         drop(state);
         self.notify();
         result
+    }
+
+    /// Fault injection: while `refuse` is on, dead-lettering on the queue or subscription `path`
+    /// fails with `com.microsoft:server-busy` and the message keeps its lock.
+    pub fn refuse_dead_letters(&self, path: &str, refuse: bool) {
+        let key = entity_key(path);
+        let mut state = self.lock();
+        if refuse {
+            state.refused_dead_letters.insert(key);
+        } else {
+            state.refused_dead_letters.remove(&key);
+        }
     }
 
     /// `renew-lock`: extends each lock by the entity's lock duration.

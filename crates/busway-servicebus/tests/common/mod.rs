@@ -563,6 +563,16 @@ impl Pooled {
     pub fn broker(&self) -> &ServiceBusBroker {
         &self.broker
     }
+
+    /// Makes the in-process emulator refuse (or accept again) dead letters of `group` on the
+    /// pool topic standing for `topic`. A real namespace has no such switch.
+    pub async fn refuse_dead_letters(&self, topic: &str, group: &str, refuse: bool) {
+        let pooled = self.map(topic, Ordering::Unordered).await;
+        let emulator = self.server.emulator.as_ref().expect(
+            "refusing dead letters needs the in-process busway-sb-emulator, not a real namespace",
+        );
+        emulator.refuse_dead_letters(&format!("{pooled}/Subscriptions/{group}"), refuse);
+    }
 }
 
 // Each call allocates the pool topic on first use; the adapter is then called with the suite's
