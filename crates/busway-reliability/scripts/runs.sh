@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The fault runs behind RELIABILITY.md: for one broker, every fault that applies to it, with
-# MESSAGES messages (default 100,000), printing one Markdown row per run (and the JSON outcomes
-# into $OUT, default ./reliability-<broker>.jsonl).
+# MESSAGES messages (default 100,000; the broker restart always RESTART_MESSAGES, default
+# 100,000), printing one Markdown row per run (and the JSON outcomes into $OUT, default
+# ./reliability-<broker>.jsonl).
 #
 #   eval "$(scripts/test services)"   # brokers, BUSWAY_TANSU_BIN
 #   crates/busway-reliability/scripts/runs.sh memory|rabbitmq|kafka|servicebus
@@ -13,6 +14,7 @@ set -euo pipefail
 
 BROKER=${1:?usage: runs.sh memory|rabbitmq|kafka|servicebus}
 MESSAGES=${MESSAGES:-100000}
+RESTART_MESSAGES=${RESTART_MESSAGES:-100000}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=${OUT:-$PWD/reliability-$BROKER.jsonl}
@@ -37,7 +39,9 @@ run() {
   local name=$1
   shift
   echo "== $BROKER: $name" >&2
-  "$BIN" run --messages "$MESSAGES" --workdir "$WORK/$name" "$@" | tee -a "$OUT" >/dev/null
+  local messages=$MESSAGES
+  [ "$name" = restart-broker ] && messages=$RESTART_MESSAGES
+  "$BIN" run --messages "$messages" --workdir "$WORK/$name" "$@" | tee -a "$OUT" >/dev/null
 }
 
 # A tansu with sqlite storage in DIR on PORT advertising ADVERTISED (host:port); its pid in DIR/pid.
@@ -82,7 +86,9 @@ case "$BROKER" in
     export BUSWAY_BROKER=kafka
     # tansu 0.6 skips the rest of a record batch when a fetch starts inside it (RELIABILITY.md):
     # producers write one record per batch.
-    printf '[kafka.extra]\n"batch.num.messages" = "1"\n' >"$WORK/kafka.toml"
+    # A killed consumer stays in its group until its session times out (45 s by default), and
+    # the group's partitions wait for it: a shorter session keeps the kill runs short.
+    printf '[kafka.extra]\n"batch.num.messages" = "1"\n"session.timeout.ms" = "10000"\n"heartbeat.interval.ms" = "3000"\n' >"$WORK/kafka.toml"
     export BUSWAY_CONFIG=$WORK/kafka.toml
     export BUSWAY_KAFKA__BOOTSTRAP_SERVERS=${BUSWAY_KAFKA_BOOTSTRAP:-127.0.0.1:9092}
     run kill-consumer --fault kill-consumer --kills 10

@@ -65,7 +65,12 @@ fn kafka_env(bootstrap: &str) -> Vec<(&'static str, String)> {
         "busway-reliability-kafka-{}.toml",
         std::process::id()
     ));
-    std::fs::write(&config, "[kafka.extra]\n\"batch.num.messages\" = \"1\"\n").unwrap();
+    // A killed consumer also stays in its group until its session times out (45 s by default).
+    std::fs::write(
+        &config,
+        "[kafka.extra]\n\"batch.num.messages\" = \"1\"\n\"session.timeout.ms\" = \"10000\"\n\"heartbeat.interval.ms\" = \"3000\"\n",
+    )
+    .unwrap();
     vec![
         ("BUSWAY_BROKER", "kafka".into()),
         ("BUSWAY_KAFKA__BOOTSTRAP_SERVERS", bootstrap.into()),
