@@ -21,4 +21,50 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("cloudevents_binary", targets::cloudevents_binary),
     ("cloudevents_structured", targets::cloudevents_structured),
     ("confluent_wire", targets::confluent_wire),
+    ("kafka_record", busway_kafka::fuzzing::decode_record),
+    (
+        "servicebus_binary",
+        busway_servicebus::fuzzing::decode_binary,
+    ),
+    (
+        "servicebus_structured",
+        busway_servicebus::fuzzing::decode_structured,
+    ),
+    (
+        "sb_emulator_wire_inbound",
+        busway_sb_emulator::fuzzing::wire_inbound,
+    ),
+    (
+        "sb_emulator_wire_outbound",
+        busway_sb_emulator::fuzzing::wire_outbound,
+    ),
+    (
+        "sb_emulator_sql_filter",
+        busway_sb_emulator::fuzzing::sql_filter,
+    ),
 ];
+
+/// Seeds a target starts from besides `fuzz/corpus/<target>/`: well-formed inputs of its format.
+pub fn builtin_seeds(target: &str) -> Vec<Vec<u8>> {
+    match target {
+        "sb_emulator_wire_inbound" | "sb_emulator_wire_outbound" => {
+            busway_sb_emulator::fuzzing::inbound_seeds()
+        }
+        "sb_emulator_sql_filter" => busway_sb_emulator::fuzzing::sql_seeds()
+            .into_iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect(),
+        _ => vec![
+            STRUCTURED.to_vec(),
+            STRUCTURED_BASE64.to_vec(),
+            FRAME.to_vec(),
+            Vec::new(),
+            vec![0],
+        ],
+    }
+}
+
+const STRUCTURED: &[u8] = br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","time":"2024-01-01T00:00:00Z","datacontenttype":"application/json","data":{"n":[1,2.5,null]},"tenant":"acme"}"#;
+const STRUCTURED_BASE64: &[u8] =
+    br#"{"specversion":"1.0","id":"2","source":"/s","type":"t","data_base64":"3q2+7w=="}"#;
+const FRAME: &[u8] = b"\x00\x00\x00\x00\x07\x02\x02\x04payload";

@@ -7,13 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use busway_fuzz::TARGETS;
 use busway_fuzz::bounded::{run, seeds};
-
-const STRUCTURED: &[u8] = br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","time":"2024-01-01T00:00:00Z","datacontenttype":"application/json","data":{"n":[1,2.5,null]},"tenant":"acme"}"#;
-const STRUCTURED_BASE64: &[u8] =
-    br#"{"specversion":"1.0","id":"2","source":"/s","type":"t","data_base64":"3q2+7w=="}"#;
-const FRAME: &[u8] = b"\x00\x00\x00\x00\x07\x02\x02\x04payload";
+use busway_fuzz::{TARGETS, builtin_seeds};
 
 #[test]
 fn every_target_survives_hostile_input() {
@@ -22,10 +17,11 @@ fn every_target_survives_hostile_input() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
-    let builtin: &[&[u8]] = &[STRUCTURED, STRUCTURED_BASE64, FRAME, b"", b"\x00"];
     let mut crashes = Vec::new();
     for (i, (name, target)) in TARGETS.iter().enumerate() {
-        let seeds = seeds(&corpus, name, builtin);
+        let builtin = builtin_seeds(name);
+        let builtin: Vec<&[u8]> = builtin.iter().map(Vec::as_slice).collect();
+        let seeds = seeds(&corpus, name, &builtin);
         match run(
             *target,
             &seeds,
@@ -52,4 +48,27 @@ fn every_target_survives_hostile_input() {
         }
     }
     assert!(crashes.is_empty(), "crashes:\n{}", crashes.join("\n"));
+}
+
+/// Inputs that crashed a target once (`fuzz/regressions/<target>/`, from cargo-fuzz's
+/// artifacts) are replayed on every run.
+#[test]
+fn past_crashes_stay_fixed() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions");
+    let mut replayed = 0;
+    for (name, target) in TARGETS {
+        let Ok(entries) = std::fs::read_dir(root.join(name)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let input = std::fs::read(entry.path()).unwrap();
+            target(&input);
+            replayed += 1;
+        }
+    }
+    assert!(
+        replayed >= 3,
+        "the regression inputs were not found under {}",
+        root.display()
+    );
 }

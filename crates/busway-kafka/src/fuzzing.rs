@@ -231,11 +231,18 @@ fn check(record: &InRecord) {
         copy.headers.iter().all(|(k, _)| !k.starts_with("busway-")),
         "a copy carries none of busway's old headers"
     );
-    assert_eq!(
-        copy.decode(),
-        decoded,
-        "a redelivery or dead-letter copy decodes differently from the original"
-    );
+    // The same message, or an error for both: which of several bad headers an error names
+    // depends on header order, which a copy does not keep for busway's own headers.
+    match (&copy.decode(), &decoded) {
+        (Ok(a), Ok(b)) => assert_eq!(
+            a, b,
+            "a redelivery or dead-letter copy decodes differently from the original"
+        ),
+        (Err(_), Err(_)) => {}
+        (a, b) => panic!(
+            "a redelivery or dead-letter copy decodes differently from the original: {a:?} / {b:?}"
+        ),
+    }
 
     let Ok(message) = decoded else {
         return;

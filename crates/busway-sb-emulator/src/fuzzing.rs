@@ -1,5 +1,5 @@
-//! Entry points for the fuzz targets in `fuzz/` and for the bounded stable-toolchain run of the
-//! same targets in `tests/fuzz_smoke.rs`. Not part of the supported API.
+//! Entry points for the workspace's fuzz targets (`fuzz/` at the root for cargo-fuzz, and the
+//! bounded stable-toolchain harness in `crates/busway-fuzz`). Not part of the supported API.
 
 use crate::{
     config::RuleFilter,

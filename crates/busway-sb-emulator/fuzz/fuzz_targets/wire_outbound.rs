@@ -1,8 +1,0 @@
-//! cargo-fuzz target: `busway_sb_emulator::fuzzing::wire_outbound` must never panic.
-#![no_main]
-
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    busway_sb_emulator::fuzzing::wire_outbound(data);
-});
