@@ -70,8 +70,7 @@ async fn missing_routing_rules_are_refused_at_startup_naming_the_setting() {
             Ok::<_, HandlerError>(())
         }))
         .await
-        .err()
-        .expect("a consumer does not start");
+        .expect_err("a consumer does not start");
     assert_names_manage_rules(&err);
     let err = broker
         .redrive("adapter-norules", "g", None)
