@@ -26,6 +26,7 @@
 //! topic. A message without an id or a type is not an event.
 
 use busway_core::message::{CORRELATION_ID, format_time};
+use busway_core::redelivery::RedeliveryHeaders;
 use busway_core::{Error, Message, Result, wire};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -37,11 +38,14 @@ pub const HEADER_PREFIX: &str = "cloudEvents_";
 /// The other prefix the AMQP binding allows; read, never written.
 const ALT_HEADER_PREFIX: &str = "cloudEvents:";
 
-/// Header counting the deliveries of a message before this copy (busway republishes a copy to
-/// redeliver it later, and the copy must remember how often the message was tried).
-pub const ATTEMPT_HEADER: &str = "busway-attempt";
-/// Header carrying when the first delivery of the message failed.
-pub const FIRST_FAILURE_HEADER: &str = "busway-first-failure";
+/// Header carrying the attempt number of a redelivery copy's next delivery (busway republishes a
+/// copy to redeliver a message, and the copy must remember how often the message was tried):
+/// busway-core's [`HEADER_ATTEMPT`](busway_core::redelivery::HEADER_ATTEMPT), written as text
+/// by [`RedeliveryHeaders`](busway_core::redelivery::RedeliveryHeaders), as on every broker.
+pub const ATTEMPT_HEADER: &str = busway_core::redelivery::HEADER_ATTEMPT;
+/// Header carrying when the first delivery of the message failed (busway-core's
+/// [`HEADER_FIRST_FAILURE`](busway_core::redelivery::HEADER_FIRST_FAILURE)).
+pub const FIRST_FAILURE_HEADER: &str = busway_core::redelivery::HEADER_FIRST_FAILURE;
 /// Header quorum queues set to the number of earlier deliveries of this copy.
 const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 
@@ -231,27 +235,54 @@ fn fallback_placeholder() -> Message {
         .expect("constant attributes are valid")
 }
 
-/// Attempt number and first failure of a delivery, from busway's headers and the broker's
-/// delivery count: `busway-attempt` counts the deliveries of earlier copies; the quorum
-/// `x-delivery-count` (or, on classic queues, the `redelivered` flag as a lower bound) counts the
-/// earlier deliveries of this copy.
+/// Attempt number and first failure of a delivery: the attempt a redelivery copy says its
+/// first delivery counts as ([`ATTEMPT_HEADER`], 1 for a message never redelivered), plus the
+/// earlier deliveries of this copy, which the broker counts: the quorum `x-delivery-count`, or
+/// on classic queues the `redelivered` flag as a lower bound (a classic queue only says whether
+/// a message was delivered before, which is why busway gives dropped deliveries back as copies
+/// rather than requeuing them there).
 pub(crate) fn attempt_of(
     props: &BasicProperties,
     redelivered: bool,
 ) -> (u32, Option<DateTime<Utc>>) {
     let headers = props.headers().as_ref();
     let get = |name: &str| headers.and_then(|h| h.inner().get(name));
-    let earlier_copies = get(ATTEMPT_HEADER).and_then(as_u64).unwrap_or(0);
+    let copy_attempt = match get(ATTEMPT_HEADER) {
+        // busway-core's RedeliveryHeaders, as text: the attempt of the copy's first delivery.
+        Some(value @ (AMQPValue::LongString(_) | AMQPValue::ShortString(_))) => {
+            as_u64(value).unwrap_or(1).max(1)
+        }
+        // A number: a copy written by busway-rabbitmq before it shared busway-core's headers,
+        // which counted the deliveries before the copy. Still read, so that copies waiting in
+        // wait queues across an upgrade keep their count.
+        Some(value) => as_u64(value).unwrap_or(0).saturating_add(1),
+        None => 1,
+    };
     let this_copy = match get(DELIVERY_COUNT_HEADER).and_then(as_u64) {
         Some(count) => count,
         None => u64::from(redelivered),
     };
-    let attempt = u32::try_from(earlier_copies.saturating_add(this_copy).saturating_add(1))
-        .unwrap_or(u32::MAX);
+    let attempt = u32::try_from(copy_attempt.saturating_add(this_copy)).unwrap_or(u32::MAX);
     let first_failure = get(FIRST_FAILURE_HEADER)
         .and_then(|v| header_text(FIRST_FAILURE_HEADER, v).ok())
         .and_then(|s| busway_core::message::parse_time(&s).ok());
     (attempt, first_failure)
+}
+
+/// `props` as a redelivery copy: the broker's bookkeeping and any earlier copy's redelivery
+/// headers replaced by busway-core's [`RedeliveryHeaders`] for the copy's next delivery.
+pub(crate) fn redelivery_copy(
+    props: &BasicProperties,
+    next: &RedeliveryHeaders,
+) -> BasicProperties {
+    with_headers(props, |h| {
+        h.retain(|k, _| {
+            !is_broker_bookkeeping(k.as_str()) && !RedeliveryHeaders::is_header(k.as_str())
+        });
+        for (name, value) in next.to_headers() {
+            h.insert(name.into(), text(value));
+        }
+    })
 }
 
 fn as_u64(value: &AMQPValue) -> Option<u64> {
@@ -462,19 +493,41 @@ mod tests {
     }
 
     #[test]
-    fn attempts_add_earlier_copies_and_this_copys_deliveries() {
+    fn attempts_add_the_copys_attempt_and_its_own_deliveries() {
         let plain = BasicProperties::default();
         assert_eq!(attempt_of(&plain, false).0, 1);
         assert_eq!(attempt_of(&plain, true).0, 2);
         let t = Utc.timestamp_opt(1_700_000_000, 5).unwrap();
-        let copy = with_headers(&plain, |h| {
-            h.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(2));
-            h.insert(FIRST_FAILURE_HEADER.into(), text(format_time(t)));
-        });
+        let next = RedeliveryHeaders {
+            attempt: 3,
+            first_failure: t,
+            due: None,
+        };
+        let copy = redelivery_copy(&plain, &next);
         assert_eq!(attempt_of(&copy, false), (3, Some(t)));
+        // Shared with the other adapters: busway-core reads what the copy carries.
+        let read = RedeliveryHeaders::from_headers(|k| header(&copy, k)).unwrap();
+        assert_eq!(read, next);
         let quorum = with_headers(&copy, |h| {
             h.insert(DELIVERY_COUNT_HEADER.into(), AMQPValue::LongLongInt(2));
         });
         assert_eq!(attempt_of(&quorum, true).0, 5);
+        // A copy of a copy replaces the headers and drops the broker's count of the old copy.
+        let again = redelivery_copy(&quorum, &RedeliveryHeaders { attempt: 6, ..next });
+        assert_eq!(attempt_of(&again, false).0, 6);
+    }
+
+    #[test]
+    fn copies_written_before_the_shared_headers_keep_their_count() {
+        // busway-rabbitmq used to write the number of deliveries before the copy, as a number.
+        let legacy = with_headers(&BasicProperties::default(), |h| {
+            h.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(2));
+        });
+        assert_eq!(attempt_of(&legacy, false).0, 3);
+        let garbage = with_headers(&BasicProperties::default(), |h| {
+            h.insert(ATTEMPT_HEADER.into(), text("many"));
+            h.insert(FIRST_FAILURE_HEADER.into(), AMQPValue::Boolean(true));
+        });
+        assert_eq!(attempt_of(&garbage, false), (1, None));
     }
 }

@@ -34,14 +34,18 @@
 //!   connection loss, so consumers deduplicate (busway's dedup middleware).
 //! - **Consuming** uses manual acks and a prefetch equal to
 //!   [`SubscribeOptions::prefetch`](busway_core::SubscribeOptions) (the consumer runtime sets it
-//!   from its concurrency). The attempt number is `busway-attempt` (deliveries of earlier
-//!   copies) plus the quorum `x-delivery-count`, or 1 when the broker flags a redelivery on a
-//!   classic queue, plus one.
+//!   from its concurrency). The attempt number is the one a redelivery copy carries in
+//!   `busway-attempt` (busway-core's shared redelivery headers; 1 without a copy), plus the
+//!   earlier deliveries of this copy: the quorum `x-delivery-count`, or 1 when the broker flags
+//!   a redelivery on a classic queue.
 //! - **Redelivery** republishes a copy carrying `busway-attempt` and `busway-first-failure`,
 //!   to `t.g` (no delay) or its wait queue, waits for the confirm, then acks the original.
 //!   **Dead-lettering** republishes the original bytes and properties, plus the
-//!   `busway-dlq-*` metadata headers, through `t.dlx`, confirmed, then acks. A delivery dropped
-//!   unsettled is nacked with requeue.
+//!   `busway-dlq-*` metadata headers, through `t.dlx`, confirmed, then acks. A settlement that
+//!   fails leaves its delivery unsettled, so the runtime can try again or fall back. A delivery
+//!   dropped unsettled comes back with its attempt counted: as a copy to `t.g` carrying the next
+//!   attempt (then the original is acked), or, if the copy cannot be sent, requeued. (A classic
+//!   queue only flags a requeued message as redelivered, so plain requeues could not count.)
 //! - After a lost connection or a broker restart, both connections are re-established with
 //!   exponential backoff ([`ReconnectConfig`]), topology is declared again, consumers resume
 //!   and publishers carry on. Deliveries handed out before the loss cannot be acked any more

@@ -9,17 +9,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use busway_core::message::format_time;
+use busway_core::redelivery::RedeliveryHeaders;
 use busway_core::{
     Delivery, DeliveryInfo, Error, Result, Settle, Settlement, StartPosition, SubscribeOptions,
     Subscriber, Subscription,
 };
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
 };
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Consumer};
 use tokio::time::Instant;
 
@@ -144,14 +145,17 @@ impl RabbitSubscription {
             ..DeliveryInfo::new(&self.topic, &self.group, attempt)
         };
         let settle = RabbitSettle {
-            shared: self.shared.clone(),
-            channel: channel.clone(),
-            acker: Some(acker),
-            topic: self.topic.clone(),
-            group: self.group.clone(),
-            attempt,
-            properties,
-            body,
+            state: State::Held(acker),
+            origin: Arc::new(Origin {
+                shared: self.shared.clone(),
+                _channel: channel.clone(),
+                topic: self.topic.clone(),
+                group: self.group.clone(),
+                attempt,
+                first_failure,
+                properties,
+                body,
+            }),
         };
         Delivery::new(message, info, Box::new(settle))
     }
@@ -250,57 +254,118 @@ async fn cancel_and_release(active: Active) {
     }
 }
 
+/// Where a delivery stands with the broker.
+enum State {
+    /// Unsettled: the acker settles it.
+    Held(lapin::Acker),
+    /// Settled: the handle is spent.
+    Settled,
+    /// Its channel closed before it was settled: the broker has requeued it and delivers it
+    /// again, counting the attempt.
+    Lost,
+}
+
 /// Settles one delivery with the broker.
+///
+/// The [`Settle`] contract: `Ok` spends the handle; `Err` leaves it as it was, so the runtime
+/// can try again or fall back (a copy sent before the failure at most duplicates the message),
+/// unless the delivery was lost with its channel, which every later call reports too; dropped
+/// unsettled, the message comes back with this attempt counted (see [`give_back`]).
 struct RabbitSettle {
+    state: State,
+    origin: Arc<Origin>,
+}
+
+/// The delivered message and where it came from: what a copy of it is made of.
+struct Origin {
     shared: Arc<Shared>,
     /// Keeps the consumer's channel open until this delivery is settled: closing it would
-    /// requeue the message behind the handler's back.
-    channel: Arc<Channel>,
-    /// `None` once settled.
-    acker: Option<lapin::Acker>,
+    /// requeue the message behind the handler's back. Held, never read.
+    _channel: Arc<Channel>,
     topic: String,
     group: String,
     attempt: u32,
+    first_failure: Option<DateTime<Utc>>,
     properties: BasicProperties,
     body: Bytes,
 }
 
+/// The error of a settlement whose delivery went with its channel.
+fn lost() -> Error {
+    Error::Closed(
+        "the delivery's channel closed before it was settled; the broker redelivers it, \
+         counting the attempt"
+            .into(),
+    )
+}
+
 impl RabbitSettle {
-    async fn ack(&mut self) -> Result<()> {
-        let Some(acker) = self.acker.take() else {
-            return Ok(());
-        };
-        match acker.ack(BasicAckOptions::default()).await {
-            Ok(true) => Ok(()),
-            // A poisoned acker: its channel died, and the broker has requeued the message.
-            Ok(false) => Err(Error::Connection {
-                message:
-                    "the delivery's channel closed before the ack; the broker will redeliver it"
-                        .into(),
-                source: None,
-            }),
-            Err(e) => Err(error::map(e, "acknowledging")),
+    /// The acker, while the delivery can still be settled.
+    fn acker(&mut self) -> Result<&lapin::Acker> {
+        match &self.state {
+            State::Held(acker) if acker.usable() => {}
+            State::Held(_) => self.state = State::Lost,
+            State::Settled => {
+                return Err(Error::Closed("the delivery is settled already".into()));
+            }
+            State::Lost => {}
+        }
+        match &self.state {
+            State::Held(acker) => Ok(acker),
+            _ => Err(lost()),
         }
     }
 
-    /// Republishes a copy that carries the attempt count and first failure, to the group's
-    /// queue (no delay) or to the wait queue of the delay, then acks the original.
-    async fn redeliver(
-        &mut self,
-        delay: Duration,
-        first_failure: chrono::DateTime<chrono::Utc>,
-    ) -> Result<()> {
-        let shared = self.shared.clone();
+    async fn ack(&mut self) -> Result<()> {
+        let acked = self.acker()?.ack(BasicAckOptions::default()).await;
+        // An acker is single-use: whatever the outcome, this one is spent. It fails only with
+        // its channel, and the broker then requeues the message.
+        match acked {
+            Ok(true) => {
+                self.state = State::Settled;
+                Ok(())
+            }
+            Ok(false) => {
+                self.state = State::Lost;
+                Err(lost())
+            }
+            Err(e) => {
+                self.state = State::Lost;
+                Err(error::map(e, "acknowledging"))
+            }
+        }
+    }
+
+    /// Republishes a copy that carries the next attempt and the first failure (to the group's
+    /// queue, or the wait queue of the delay), then acks the original.
+    async fn redeliver(&mut self, delay: Duration, first_failure: DateTime<Utc>) -> Result<()> {
+        // A lost delivery comes back by itself: a copy now would only duplicate it.
+        self.acker()?;
+        self.origin.send_copy(delay, first_failure).await?;
+        self.ack().await
+    }
+
+    /// Sends the original (body and properties as received) with the dead-letter metadata
+    /// headers through the topic's dead-letter exchange to the group's DLQ, then acks it.
+    async fn dead_letter(&mut self, metadata: &busway_core::DeadLetterMetadata) -> Result<()> {
+        self.acker()?;
+        self.origin.send_dead_letter(metadata).await?;
+        self.ack().await
+    }
+}
+
+impl Origin {
+    /// Publishes a redelivery copy, confirmed, to the group's queue (no delay) or to the wait
+    /// queue of the delay.
+    async fn send_copy(&self, delay: Duration, first_failure: DateTime<Utc>) -> Result<()> {
+        let shared = &self.shared;
         let work_queue = topology::work_queue(&self.topic, &self.group);
-        let attempt = self.attempt;
-        let props = codec::with_headers(&self.properties, |h| {
-            h.retain(|k, _| !codec::is_broker_bookkeeping(k.as_str()));
-            h.insert(codec::ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt));
-            h.insert(
-                codec::FIRST_FAILURE_HEADER.into(),
-                codec::text(format_time(first_failure)),
-            );
-        });
+        let next = RedeliveryHeaders {
+            attempt: self.attempt.saturating_add(1),
+            first_failure,
+            due: None,
+        };
+        let props = codec::redelivery_copy(&self.properties, &next);
         let deadline = Instant::now() + shared.config.publish_timeout;
         if delay.is_zero() {
             let out = Outgoing {
@@ -309,45 +374,42 @@ impl RabbitSettle {
                 props,
                 body: &self.body,
             };
-            shared.send(&out, Ensure::Nothing, deadline).await?;
-        } else {
-            let ms = topology::quantize(delay);
-            let wait_queue = topology::wait_queue(&self.topic, &self.group, ms);
-            let out = Outgoing {
-                exchange: "",
-                routing_key: &wait_queue,
-                props,
-                body: &self.body,
-            };
-            match shared
-                .send(
-                    &out,
-                    Ensure::WaitQueue(&self.topic, &self.group, ms),
-                    deadline,
-                )
-                .await
-            {
-                Ok(()) => {}
-                // Only without declared topology: a missing wait queue must not lose the
-                // message, nor loop it; it comes back at once instead, with a warning.
-                Err(Error::Unroutable(reason)) if !shared.config.declare_topology => {
-                    tracing::warn!(queue = %wait_queue, %reason, "wait queue missing; redelivering without delay");
-                    let out = Outgoing {
-                        routing_key: &work_queue,
-                        ..out
-                    };
-                    shared.send(&out, Ensure::Nothing, deadline).await?;
-                }
-                Err(e) => return Err(e),
-            }
+            return shared.send(&out, Ensure::Nothing, deadline).await;
         }
-        self.ack().await
+        let ms = topology::quantize(delay);
+        let wait_queue = topology::wait_queue(&self.topic, &self.group, ms);
+        let out = Outgoing {
+            exchange: "",
+            routing_key: &wait_queue,
+            props,
+            body: &self.body,
+        };
+        match shared
+            .send(
+                &out,
+                Ensure::WaitQueue(&self.topic, &self.group, ms),
+                deadline,
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            // Only without declared topology: a missing wait queue must not lose the message,
+            // nor loop it; it comes back at once instead, with a warning.
+            Err(Error::Unroutable(reason)) if !shared.config.declare_topology => {
+                tracing::warn!(queue = %wait_queue, %reason, "wait queue missing; redelivering without delay");
+                let out = Outgoing {
+                    routing_key: &work_queue,
+                    ..out
+                };
+                shared.send(&out, Ensure::Nothing, deadline).await
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    /// Sends the original (body and properties as received) with the dead-letter metadata
-    /// headers through the topic's dead-letter exchange to the group's DLQ, then acks it.
-    async fn dead_letter(&mut self, metadata: &busway_core::DeadLetterMetadata) -> Result<()> {
-        let shared = self.shared.clone();
+    /// Publishes the dead letter, confirmed, to the group's DLQ.
+    async fn send_dead_letter(&self, metadata: &busway_core::DeadLetterMetadata) -> Result<()> {
+        let shared = &self.shared;
         let props = codec::with_headers(&self.properties, |h| {
             for (name, value) in metadata.to_headers() {
                 h.insert(name.into(), codec::text(value));
@@ -362,8 +424,7 @@ impl RabbitSettle {
             body: &self.body,
         };
         let deadline = Instant::now() + shared.config.publish_timeout;
-        shared.send(&out, Ensure::Nothing, deadline).await?;
-        self.ack().await
+        shared.send(&out, Ensure::Nothing, deadline).await
     }
 }
 
@@ -378,29 +439,54 @@ impl Settle for RabbitSettle {
             } => self.redeliver(*delay, *first_failure).await,
             Settlement::DeadLetter(metadata) => self.dead_letter(metadata).await,
         }
-        // On error the acker is still here: dropping `self` gives the message back.
     }
 }
 
 impl Drop for RabbitSettle {
     fn drop(&mut self) {
-        // Never settled (handler crashed, task aborted, settlement failed): give the message
-        // back now rather than when the channel closes. Without a runtime, the channel's close
-        // (when its last handle goes) requeues it.
-        let Some(acker) = self.acker.take() else {
+        // Never settled (task aborted, settlement given up, handle dropped): give the message
+        // back now, as a crash would, its attempt counted. A lost delivery is the broker's
+        // already. Without a runtime, the channel's close (when its last handle goes) requeues
+        // it.
+        let State::Held(acker) = std::mem::replace(&mut self.state, State::Settled) else {
             return;
         };
-        let channel = self.channel.clone();
+        if !acker.usable() {
+            return;
+        }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = acker
-                    .nack(BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    })
-                    .await;
-                drop(channel);
-            });
+            rt.spawn(give_back(self.origin.clone(), acker));
+        }
+    }
+}
+
+/// Gives an unsettled delivery back to the broker with its attempt counted: as a redelivery
+/// copy carrying the next attempt and the first failure (confirmed), then the original is
+/// acked.
+///
+/// A plain requeue is not enough: a classic queue only flags a requeued message as
+/// redelivered, and a flag cannot count, so a message whose handle is dropped again and again
+/// would come back as attempt 2 forever, hot, never dead-lettered. Quorum queues would count
+/// it (`x-delivery-count`) but forget when it first failed, which the dead letter reports. Only
+/// if the copy cannot be sent is the original requeued (counted at least once by the broker).
+async fn give_back(origin: Arc<Origin>, acker: lapin::Acker) {
+    let first_failure = origin.first_failure.unwrap_or_else(Utc::now);
+    match origin.send_copy(Duration::ZERO, first_failure).await {
+        Ok(()) => {
+            if !matches!(acker.ack(BasicAckOptions::default()).await, Ok(true)) {
+                // The channel went meanwhile and the broker requeued the original: the
+                // message comes back twice, never not at all.
+                tracing::debug!(topic = %origin.topic, group = %origin.group, "the original of a given-back delivery was requeued with its channel");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, topic = %origin.topic, group = %origin.group, "could not give an unsettled delivery back as a copy; requeuing it");
+            let _ = acker
+                .nack(BasicNackOptions {
+                    multiple: false,
+                    requeue: true,
+                })
+                .await;
         }
     }
 }
