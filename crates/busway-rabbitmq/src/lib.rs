@@ -9,11 +9,12 @@
 //! | busway                         | RabbitMQ                                                              |
 //! |--------------------------------|-----------------------------------------------------------------------|
 //! | topic `t`                      | durable **topic exchange** `t`; messages are routed with their CloudEvents `type` as routing key |
-//! | group `g` of `t`               | durable **queue `t.g`** (classic, or quorum by option), bound to `t` with `#`: every group gets every message, the members of a group compete |
+//! | group `g` of `t`               | durable **queue `t.g`** (classic, or quorum by option), bound to `t` (and `t.due`) with `#`: every group gets every message, the members of a group compete |
 //! | group asking per-key order     | the same queue with `x-single-active-consumer`: one member receives at a time, the others stand by |
 //! | dead letters of `g`            | direct **exchange `t.dlx`** → durable **queue `t.g.dlq`** (binding key `t.g`); `t.g` dead-letters into it too (`x-dead-letter-exchange`) |
 //! | redelivery after a delay `d`   | **wait queue `t.g.wait.<ms>`**: message TTL `d`, dead-lettered back to `t.g` through the default exchange. No plugin needed |
-//! | scheduled delivery in `d`      | **schedule queue `t.scheduled.<ms>`**: message TTL `d`, dead-lettered into exchange `t` |
+//! | scheduled delivery in `d`      | **schedule queue `t.due.<ms>`**: message TTL `d`, dead-lettered into topic exchange `t.due`, which every group's queue is bound to |
+//! | due while no group is bound    | `t.due`'s alternate exchange **`t.unrouted`** (fanout) parks it in durable **queue `t.unrouted`**; the next group to subscribe moves it into `t` (confirmed, then acked). The group name `unrouted` is reserved |
 //!
 //! Wait and schedule queues expire (`x-expires`) ten minutes after their last use beyond
 //! their TTL; delays are rounded up to three significant digits of milliseconds so jittered
@@ -102,6 +103,7 @@ mod config;
 mod connection;
 mod dead_letters;
 mod error;
+mod parked;
 mod publisher;
 mod subscriber;
 mod topology;

@@ -109,9 +109,11 @@ impl Shared {
                 .wait_queue(&ch, topic, group, ms)
                 .await
                 .map(drop),
-            Ensure::ScheduleQueue(topic, ms) => {
-                self.topology.schedule_queue(&ch, topic, ms).await.map(drop)
-            }
+            Ensure::ScheduleQueue(topic, ms) => self
+                .topology
+                .schedule_queue(&ch, link.generation, topic, ms)
+                .await
+                .map(drop),
         }
     }
 
@@ -296,8 +298,10 @@ impl Publisher for RabbitMqBroker {
     }
 
     /// Holds the message in the topic's schedule queue for the delay (message TTL, no plugin),
-    /// after which RabbitMQ dead-letters it into the topic exchange. Delays are rounded up to
-    /// three significant digits of milliseconds (never early, at most 1% late).
+    /// after which RabbitMQ dead-letters it into the topic's due exchange, bound to every group.
+    /// Delays are rounded up to three significant digits of milliseconds (never early, at most
+    /// 1% late). A message that falls due while no group is bound is parked, not dropped, and
+    /// delivered to the next group that subscribes (see the topology in the crate docs).
     async fn schedule(
         &self,
         topic: &str,

@@ -41,7 +41,7 @@ impl Subscriber for RabbitMqBroker {
         options: SubscribeOptions,
     ) -> Result<Box<dyn Subscription>> {
         topology::check_name("topic", topic)?;
-        topology::check_name("group", group)?;
+        topology::check_group(group)?;
         if options.start == StartPosition::Earliest {
             // Classic and quorum queues keep no history: a new group starts with what is
             // published after its queue is bound.
@@ -100,6 +100,9 @@ impl RabbitSubscription {
                 .group(&channel, &self.topic, &self.group, self.options.ordering)
                 .await?;
         }
+        // Once the group is bound, nothing falling due is parked for this topic any more:
+        // deliver what fell due before.
+        shared.release_parked(&link, &self.topic).await;
         let prefetch = u16::try_from(self.options.prefetch.max(1)).unwrap_or(u16::MAX);
         channel
             .basic_qos(prefetch, BasicQosOptions::default())

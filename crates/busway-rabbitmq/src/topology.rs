@@ -3,10 +3,18 @@
 //! | busway                | RabbitMQ                                                                    |
 //! |-----------------------|-----------------------------------------------------------------------------|
 //! | topic `t`             | durable topic exchange `t`                                                  |
-//! | group `g` of `t`      | durable queue `t.g`, bound to `t` with `#`                                  |
+//! | group `g` of `t`      | durable queue `t.g`, bound to `t` and to `t.due` with `#`                   |
 //! | dead letters of `g`   | direct exchange `t.dlx` → durable queue `t.g.dlq` (binding key `t.g`)       |
 //! | redelivery after `d`  | queue `t.g.wait.<ms>`: message TTL `d`, dead-lettered back to `t.g`         |
-//! | scheduled in `d`      | queue `t.scheduled.<ms>`: message TTL `d`, dead-lettered into exchange `t`  |
+//! | scheduled in `d`      | queue `t.due.<ms>`: message TTL `d`, dead-lettered into exchange `t.due`    |
+//! | due, no group bound   | `t.due`'s alternate exchange `t.unrouted` (fanout) → durable queue `t.unrouted` |
+//! | scheduled, older busway | queue `t.scheduled.<ms>`, dead-lettered into `t`; no longer declared      |
+//!
+//! A scheduled message is never dropped: one that falls due while no group is bound is routed
+//! by `t.due` to its alternate exchange (RabbitMQ applies alternate exchanges to dead-lettered
+//! messages too) and parked in `t.unrouted`; the next group to subscribe moves the parked
+//! messages into `t`, each acked only after its copy is confirmed (see `parked`). Queues
+//! declared by older versions, `t.scheduled.<ms>`, keep dead-lettering into `t` and expire.
 //!
 //! Declarations are idempotent, so they are simply repeated on every new connection (a broker
 //! that lost its definitions gets them back) and cached within one.
@@ -63,10 +71,24 @@ pub(crate) fn wait_queue(topic: &str, group: &str, delay_ms: u64) -> String {
     format!("{topic}.{group}.wait.{delay_ms}")
 }
 
-/// The queue holding a topic's scheduled messages for `delay_ms` before they are published.
-pub(crate) fn schedule_queue(topic: &str, delay_ms: u64) -> String {
-    format!("{topic}.scheduled.{delay_ms}")
+/// The exchange a topic's scheduled messages are dead-lettered into when they fall due.
+pub(crate) fn due_exchange(topic: &str) -> String {
+    format!("{topic}.due")
 }
+
+/// The queue holding a topic's scheduled messages for `delay_ms` before they fall due.
+pub(crate) fn schedule_queue(topic: &str, delay_ms: u64) -> String {
+    format!("{topic}.due.{delay_ms}")
+}
+
+/// The alternate exchange of [`due_exchange`], and the queue it parks messages in: scheduled
+/// messages that fell due while no group was bound.
+pub(crate) fn parking(topic: &str) -> String {
+    format!("{topic}.unrouted")
+}
+
+/// The group name whose queue would be the topic's [`parking`] queue.
+const RESERVED_GROUP: &str = "unrouted";
 
 /// Rounds a delay up to whole milliseconds with at most three significant digits, so that
 /// jittered backoffs share a bounded set of wait queues; a message is never early, and at most
@@ -96,6 +118,21 @@ pub(crate) fn check_name(field: &str, name: &str) -> Result<()> {
             field,
             format!(
                 "{name:?} is too long: RabbitMQ names are limited to 255 bytes, suffixes included"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a group name: a valid name, and not the one whose queue is the topic's parking queue.
+pub(crate) fn check_group(group: &str) -> Result<()> {
+    check_name("group", group)?;
+    if group == RESERVED_GROUP {
+        return Err(Error::config(
+            "group",
+            format!(
+                "{group:?} is reserved: `<topic>.{RESERVED_GROUP}` parks scheduled messages \
+                 that fell due while no group was bound"
             ),
         ));
     }
@@ -147,6 +184,17 @@ impl Topology {
     }
 
     async fn declare_exchange(&self, ch: &Channel, name: &str, kind: ExchangeKind) -> Result<()> {
+        self.declare_exchange_with(ch, name, kind, FieldTable::default())
+            .await
+    }
+
+    async fn declare_exchange_with(
+        &self,
+        ch: &Channel,
+        name: &str,
+        kind: ExchangeKind,
+        args: FieldTable,
+    ) -> Result<()> {
         ch.exchange_declare(
             short(name)?,
             kind,
@@ -154,7 +202,7 @@ impl Topology {
                 durable: true,
                 ..ExchangeDeclareOptions::default()
             },
-            FieldTable::default(),
+            args,
         )
         .await
         .map_err(|e| error::map(e, &format!("declaring exchange `{name}`")))
@@ -196,9 +244,35 @@ impl Topology {
         Ok(())
     }
 
-    /// Everything a group needs: the topic exchange, the group's queue bound to it, and the
-    /// dead-letter exchange and queue. Always declared (no cache): subscribing is rare and must
-    /// repair a queue deleted behind busway's back.
+    /// The exchange scheduled messages fall due into, `t.due`, with its alternate exchange and
+    /// the parking queue behind it, so that a message falling due while no group is bound is
+    /// parked rather than dropped.
+    async fn declare_due(&self, ch: &Channel, topic: &str) -> Result<()> {
+        let parking = parking(topic);
+        self.declare_exchange(ch, &parking, ExchangeKind::Fanout)
+            .await?;
+        self.declare_queue(ch, &parking, self.queue_args()).await?;
+        self.bind(ch, &parking, &parking, "").await?;
+        let mut args = FieldTable::default();
+        args.insert("alternate-exchange".into(), text(&parking));
+        self.declare_exchange_with(ch, &due_exchange(topic), ExchangeKind::Topic, args)
+            .await
+    }
+
+    /// [`Self::declare_due`], once per connection.
+    async fn due(&self, ch: &Channel, generation: u64, topic: &str) -> Result<()> {
+        let key = format!("due {topic}");
+        if self.known(generation, &key) {
+            return Ok(());
+        }
+        self.declare_due(ch, topic).await?;
+        self.remember(generation, key);
+        Ok(())
+    }
+
+    /// Everything a group needs: the topic exchange, the group's queue bound to it and to the
+    /// topic's due exchange, and the dead-letter exchange and queue. Always declared (no cache):
+    /// subscribing is rare and must repair a queue deleted behind busway's back.
     pub(crate) async fn group(
         &self,
         ch: &Channel,
@@ -230,7 +304,9 @@ impl Topology {
             args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
         }
         self.declare_queue(ch, &queue, args).await?;
-        self.bind(ch, &queue, exchange(topic), "#").await
+        self.bind(ch, &queue, exchange(topic), "#").await?;
+        self.declare_due(ch, topic).await?;
+        self.bind(ch, &queue, &due_exchange(topic), "#").await
     }
 
     fn delay_args(
@@ -276,17 +352,20 @@ impl Topology {
         Ok(name)
     }
 
-    /// The schedule queue of a topic for `delay_ms` (declared before every use, as above).
-    /// Expired messages go to the topic exchange with the routing key they were published with
-    /// (the queue's name), which every group's `#` binding matches.
+    /// The schedule queue of a topic for `delay_ms` (declared before every use, as above), and
+    /// the due exchange it dead-letters into. Expired messages go to `t.due` with the routing key
+    /// they were published with (the queue's name), which every group's `#` binding matches;
+    /// with no group bound, `t.due` parks them in `t.unrouted`.
     pub(crate) async fn schedule_queue(
         &self,
         ch: &Channel,
+        generation: u64,
         topic: &str,
         delay_ms: u64,
     ) -> Result<String> {
+        self.due(ch, generation, topic).await?;
         let name = schedule_queue(topic, delay_ms);
-        let args = self.delay_args(delay_ms, exchange(topic), None);
+        let args = self.delay_args(delay_ms, &due_exchange(topic), None);
         self.declare_queue(ch, &name, args).await?;
         Ok(name)
     }
@@ -294,6 +373,7 @@ impl Topology {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -321,5 +401,9 @@ mod tests {
             "orders.billing.wait.1240"
         );
         assert_eq!(dead_letter_queue("orders", "billing"), "orders.billing.dlq");
+        assert_eq!(schedule_queue("orders", 1240), "orders.due.1240");
+        assert!(check_group("billing").is_ok());
+        let err = check_group("unrouted").unwrap_err();
+        assert!(err.to_string().contains("reserved"), "{err}");
     }
 }

@@ -1,0 +1,125 @@
+//! Scheduled messages are never dropped: one that falls due while no group is bound to its
+//! topic is parked, and delivered to the next group that subscribes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use busway_core::{ErrorKind, Message, Publisher, SubscribeOptions, Subscriber};
+use busway_rabbitmq::QueueType;
+use busway_testkit::conformance::support::next_delivery;
+use chrono::Utc;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use tokio::time::Instant;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// How many messages `queue` holds, if it exists (a passive declare on a channel of its own).
+async fn depth(conn: &Connection, queue: &str) -> Option<u32> {
+    let ch = conn.create_channel().await.expect("channel");
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let depth = ch
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .ok()
+        .map(|q| q.message_count());
+    let _ = ch.close(200, "OK".into()).await;
+    depth
+}
+
+async fn parked_until_a_group_subscribes(queue_type: QueueType) {
+    let (config, _) = common::config("parked").await;
+    let broker = common::connect(config.queue_type(queue_type)).await;
+    let raw = Connection::connect(&common::url().await, ConnectionProperties::default())
+        .await
+        .expect("raw connection");
+    let topic = common::unique("parked");
+    let parking = format!("{topic}.unrouted");
+    let m = Message::builder("/schedule-tests", "reminder.due")
+        .data("wake up")
+        .build()
+        .unwrap();
+    let due = Utc::now() + chrono::Duration::seconds(1);
+    broker
+        .schedule(&topic, m.clone(), due)
+        .await
+        .expect("scheduling to a topic without groups is accepted");
+    // Causality, not timing: it cannot be parked before it falls due.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let parked = depth(&raw, &parking).await.unwrap_or(0);
+        if parked >= 1 {
+            assert!(Utc::now() >= due, "parked before it fell due");
+            assert_eq!(parked, 1);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the scheduled message fell due with no group bound and was not parked (dropped)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut sub = broker
+        .subscribe(&topic, "late", SubscribeOptions::default())
+        .await
+        .unwrap();
+    let d = next_delivery(&mut sub, PATIENCE).await;
+    assert_eq!(d.message(), &m, "delivered unchanged");
+    assert_eq!(d.attempt(), 1, "parking is no delivery attempt");
+    d.ack().await.unwrap();
+    assert_eq!(
+        depth(&raw, &parking).await,
+        Some(0),
+        "released from the parking queue"
+    );
+    // Once a group is bound, scheduled messages go straight to it.
+    broker
+        .schedule(
+            &topic,
+            m.clone(),
+            Utc::now() + chrono::Duration::milliseconds(200),
+        )
+        .await
+        .unwrap();
+    let d = next_delivery(&mut sub, PATIENCE).await;
+    assert_eq!(d.message(), &m);
+    d.ack().await.unwrap();
+    assert_eq!(
+        depth(&raw, &parking).await,
+        Some(0),
+        "parked with a group bound"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_without_a_group_is_parked_then_delivered_on_classic_queues() {
+    parked_until_a_group_subscribes(QueueType::Classic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_without_a_group_is_parked_then_delivered_on_quorum_queues() {
+    parked_until_a_group_subscribes(QueueType::Quorum).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_parking_queue_is_no_group() {
+    let (config, _) = common::config("reserved").await;
+    let broker = common::connect(config).await;
+    let err = broker
+        .subscribe(
+            &common::unique("reserved"),
+            "unrouted",
+            SubscribeOptions::default(),
+        )
+        .await
+        .err()
+        .expect("a group whose queue would be the parking queue");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+}
