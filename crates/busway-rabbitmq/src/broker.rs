@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use busway_core::Result;
+use busway_core::preflight::SizeLimit;
 
 use crate::config::RabbitMqConfig;
 use crate::connection::{ChannelSlot, Settings, Supervised};
@@ -52,6 +53,8 @@ pub(crate) struct Shared {
     /// Declarations made for publishing (exchanges, wait and schedule queues).
     pub(crate) publish_admin: ChannelSlot,
     pub(crate) topology: Topology,
+    /// The broker's size limit and the smaller one a publish must meet.
+    pub(crate) limit: SizeLimit,
     /// Groups seen by this handle, for [`DeadLetters::list`](busway_core::DeadLetters::list).
     known_groups: Mutex<BTreeSet<(String, String)>>,
 }
@@ -99,6 +102,7 @@ impl RabbitMqBroker {
     /// re-established in the background.
     pub async fn connect(config: RabbitMqConfig) -> Result<Self> {
         let uri = config.validate()?;
+        let limit = config.size_limit()?;
         let tls = config.tls.load()?;
         let base = config
             .connection_name
@@ -117,6 +121,7 @@ impl RabbitMqBroker {
         Ok(Self {
             shared: Arc::new(Shared {
                 topology: Topology::new(config.queue_type),
+                limit,
                 config,
                 publish,
                 consume,

@@ -316,6 +316,74 @@ pub(crate) fn with_headers(
     props.clone().with_headers(FieldTable::from(headers))
 }
 
+/// Bytes of an AMQP frame around its payload: type, channel, size, frame end.
+pub(crate) const FRAME_OVERHEAD: usize = 8;
+
+/// The size of the content-header frame payload that carries `props`: class, weight, body
+/// size, property flags, then the properties (the `headers` table as AMQP encodes it).
+///
+/// AMQP 0-9-1 cannot split a content header over frames: properties that do not fit in the
+/// connection's `frame_max` make RabbitMQ close the whole connection (FRAME_ERROR). Knowing the
+/// size lets busway refuse such a message, or a copy of one, before sending it.
+pub(crate) fn header_frame_len(props: &BasicProperties) -> usize {
+    let short = |s: &Option<ShortString>| s.as_ref().map_or(0, |s| 1 + s.as_str().len());
+    let mut len = 2 + 2 + 8 + 2; // class, weight, body size, property flags
+    len += short(props.content_type())
+        + short(props.content_encoding())
+        + short(props.correlation_id())
+        + short(props.reply_to())
+        + short(props.expiration())
+        + short(props.message_id())
+        + short(props.kind())
+        + short(props.user_id())
+        + short(props.app_id())
+        + short(props.cluster_id());
+    len += props.delivery_mode().map_or(0, |_| 1)
+        + props.priority().map_or(0, |_| 1)
+        + props.timestamp().map_or(0, |_| 8);
+    if let Some(headers) = props.headers() {
+        len += table_len(headers);
+    }
+    len
+}
+
+/// Encoded size of a field table. Nested tables and arrays are walked with an explicit stack,
+/// so a deeply nested table from another client cannot exhaust the call stack.
+fn table_len(table: &FieldTable) -> usize {
+    let mut len = 4;
+    let mut pending: Vec<&AMQPValue> = Vec::new();
+    for (name, value) in table.inner() {
+        len += 1 + name.as_str().len();
+        pending.push(value);
+    }
+    while let Some(value) = pending.pop() {
+        // Every value starts with its type tag.
+        len += 1 + match value {
+            AMQPValue::Boolean(_) | AMQPValue::ShortShortInt(_) | AMQPValue::ShortShortUInt(_) => 1,
+            AMQPValue::ShortInt(_) | AMQPValue::ShortUInt(_) => 2,
+            AMQPValue::LongInt(_) | AMQPValue::LongUInt(_) | AMQPValue::Float(_) => 4,
+            AMQPValue::LongLongInt(_) | AMQPValue::Double(_) | AMQPValue::Timestamp(_) => 8,
+            AMQPValue::DecimalValue(_) => 5,
+            AMQPValue::ShortString(s) => 1 + s.as_str().len(),
+            AMQPValue::LongString(s) => 4 + s.as_bytes().len(),
+            AMQPValue::ByteArray(b) => 4 + b.as_slice().len(),
+            AMQPValue::Void => 0,
+            AMQPValue::FieldArray(array) => {
+                pending.extend(array.as_slice());
+                4
+            }
+            AMQPValue::FieldTable(table) => {
+                for (name, value) in table.inner() {
+                    len += 1 + name.as_str().len();
+                    pending.push(value);
+                }
+                4
+            }
+        };
+    }
+    len
+}
+
 /// A text header value.
 pub(crate) fn text(value: impl Into<Vec<u8>>) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value))
@@ -515,6 +583,48 @@ mod tests {
         // A copy of a copy replaces the headers and drops the broker's count of the old copy.
         let again = redelivery_copy(&quorum, &RedeliveryHeaders { attempt: 6, ..next });
         assert_eq!(attempt_of(&again, false).0, 6);
+    }
+
+    /// The size AMQP's own encoder gives the properties, plus class, weight and body size.
+    fn encoded_header_len(props: &BasicProperties) -> usize {
+        let bytes =
+            cookie_factory::gen_simple(lapin::protocol::basic::gen_properties(props), Vec::new())
+                .unwrap();
+        2 + 2 + 8 + bytes.len()
+    }
+
+    #[test]
+    fn header_frame_len_is_what_amqp_encodes() {
+        let mut nested = FieldTable::default();
+        nested.insert("n".into(), AMQPValue::Double(1.5));
+        nested.insert(
+            "a".into(),
+            AMQPValue::FieldArray(
+                vec![AMQPValue::Boolean(true), text("x"), AMQPValue::Void].into(),
+            ),
+        );
+        let foreign = with_headers(&encode(&full()).unwrap(), |h| {
+            h.insert("t".into(), AMQPValue::FieldTable(nested));
+            h.insert("b".into(), AMQPValue::ByteArray(vec![1, 2, 3].into()));
+            h.insert("s".into(), AMQPValue::ShortString("short".into()));
+            h.insert("i".into(), AMQPValue::ShortInt(-3));
+            h.insert("ts".into(), AMQPValue::Timestamp(7));
+        })
+        .with_priority(3)
+        .with_reply_to("r".into())
+        .with_app_id("app".into());
+        for props in [
+            BasicProperties::default(),
+            encode(&full()).unwrap(),
+            encode(&Message::from_wire("min", "/s", "t").build().unwrap()).unwrap(),
+            foreign,
+        ] {
+            assert_eq!(
+                header_frame_len(&props),
+                encoded_header_len(&props),
+                "{props:?}"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use busway_core::preflight::SizeLimit;
 use busway_core::{Error, Result};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use secrecy::{ExposeSecret, SecretString};
@@ -55,8 +56,11 @@ pub struct RabbitMqConfig {
     pub publish_timeout: Duration,
     /// Reconnection after a lost connection or a broker restart.
     pub reconnect: ReconnectConfig,
-    /// Largest message accepted, in bytes (data plus attributes); larger ones are refused
-    /// before sending. Keep it at or below the broker's `max_message_size`.
+    /// The broker's size limit, in bytes (data plus attributes). busway publishes messages of
+    /// up to this limit less [`METADATA_HEADROOM`](busway_core::preflight::METADATA_HEADROOM)
+    /// (larger ones are refused before sending), so that the copies behind a redelivery or a
+    /// dead letter, which carry busway's metadata, stay within it. Keep it at or below the
+    /// broker's `max_message_size`; it must be above twice the headroom.
     pub max_message_bytes: usize,
     /// Name shown for busway's connections in the management UI and `rabbitmqctl` (suffixed
     /// with `publish` / `consume`).
@@ -136,6 +140,12 @@ impl RabbitMqConfig {
         redact(self.url.expose_secret())
     }
 
+    /// The size limit: `max_message_bytes` for the broker, less busway's metadata headroom for
+    /// a publish, so that every published message can later be redelivered and dead-lettered.
+    pub(crate) fn size_limit(&self) -> Result<SizeLimit> {
+        SizeLimit::new("rabbitmq.max_message_bytes", self.max_message_bytes)
+    }
+
     /// Parses the URL and checks every setting, naming the offending field.
     pub(crate) fn validate(&self) -> Result<AMQPUri> {
         let raw = self.url.expose_secret();
@@ -161,12 +171,7 @@ impl RabbitMqConfig {
                 "must be positive",
             ));
         }
-        if self.max_message_bytes == 0 {
-            return Err(Error::config(
-                "rabbitmq.max_message_bytes",
-                "must be positive",
-            ));
-        }
+        self.size_limit()?;
         if self.reconnect.initial_delay.is_zero()
             || self.reconnect.max_delay < self.reconnect.initial_delay
         {
@@ -355,6 +360,11 @@ mod tests {
         let err = RabbitMqConfig::default().tls(tls).validate().unwrap_err();
         assert!(err.to_string().contains("amqps"), "{err}");
         assert!(RabbitMqConfig::default().validate().is_ok());
+        let err = RabbitMqConfig::default()
+            .max_message_bytes(4096)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("max_message_bytes"), "{err}");
     }
 
     #[test]

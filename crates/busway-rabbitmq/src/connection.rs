@@ -117,6 +117,14 @@ impl Supervised {
         }
     }
 
+    /// The largest frame the current connection takes (negotiated with the broker), if it is up.
+    pub(crate) fn frame_max(&self) -> Option<u32> {
+        match &*self.state.borrow() {
+            State::Up(link) => Some(link.conn.configuration().frame_max()),
+            _ => None,
+        }
+    }
+
     /// The generation of the current connection, if it is up.
     pub(crate) fn current_generation(&self) -> Option<u64> {
         match &*self.state.borrow() {

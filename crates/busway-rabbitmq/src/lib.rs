@@ -27,9 +27,13 @@
 //!   receive fails with [`ErrorKind::Unroutable`](busway_core::ErrorKind::Unroutable)) and
 //!   confirmed; confirms are pipelined on one channel, so concurrent publishes and batches keep
 //!   many messages in flight. A negative confirm is
-//!   [`ErrorKind::Rejected`](busway_core::ErrorKind::Rejected); a message over
-//!   [`RabbitMqConfig::max_message_bytes`] is refused before sending with
-//!   [`ErrorKind::TooLarge`](busway_core::ErrorKind::TooLarge). During an outage a publish
+//!   [`ErrorKind::Rejected`](busway_core::ErrorKind::Rejected). A message is refused before
+//!   sending with [`ErrorKind::TooLarge`](busway_core::ErrorKind::TooLarge) when it is over
+//!   [`RabbitMqConfig::max_message_bytes`], or its properties over the connection's
+//!   `frame_max` (AMQP cannot split them, and RabbitMQ closes the connection over them), each
+//!   less [`METADATA_HEADROOM`](busway_core::preflight::METADATA_HEADROOM): whatever busway
+//!   publishes can later be redelivered and dead-lettered with busway's metadata headers.
+//!   Copies that would not fit a frame fail with `TooLarge` too. During an outage a publish
 //!   waits for the reconnection up to [`RabbitMqConfig::publish_timeout`], then fails with
 //!   [`ErrorKind::Timeout`](busway_core::ErrorKind::Timeout); it may be resent after a
 //!   connection loss, so consumers deduplicate (busway's dedup middleware).

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use busway_core::preflight::METADATA_HEADROOM;
 use busway_core::{Error, ErrorKind, Message, Publisher, Result};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
@@ -20,6 +21,9 @@ use crate::{codec, error};
 /// Pause before retrying a publish that met a transient failure (the supervisor is usually
 /// already reconnecting; this only keeps a dead channel from being hammered).
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// RabbitMQ's default `frame_max`.
+const DEFAULT_FRAME_MAX: u32 = 131_072;
 
 /// Topology a publish needs before it can be routed.
 #[derive(Clone, Copy)]
@@ -51,6 +55,7 @@ impl Shared {
         ensure: Ensure<'_>,
         deadline: Instant,
     ) -> Result<()> {
+        self.check_frame(out)?;
         let mut last: Option<Error> = None;
         loop {
             if Instant::now() >= deadline {
@@ -209,14 +214,49 @@ impl Shared {
         }
     }
 
-    /// Refuses what cannot be published, before anything is sent.
-    pub(crate) fn check(&self, topic: &str, message: &Message) -> Result<()> {
+    /// Refuses what cannot be published, before anything is sent, and returns the message's
+    /// properties. Two limits keep room for the metadata a redelivery or dead-letter copy
+    /// adds, so that whatever is published can take those paths later: the message's size
+    /// against `max_message_bytes`, and its properties against the AMQP frame they must fit in
+    /// (see [`codec::header_frame_len`]), each less
+    /// [`METADATA_HEADROOM`](busway_core::preflight::METADATA_HEADROOM).
+    pub(crate) fn check(&self, topic: &str, message: &Message) -> Result<BasicProperties> {
         topology::check_name("topic", topic)?;
-        message.validate()?;
-        let size = message.encoded_len();
-        let limit = self.config.max_message_bytes;
-        if size > limit {
-            return Err(Error::TooLarge { size, limit });
+        self.limit.check(topic, message, message.encoded_len())?;
+        let props = codec::encode(message)?;
+        let header = codec::header_frame_len(&props);
+        let limit = self.header_frame_limit().saturating_sub(METADATA_HEADROOM);
+        if header > limit {
+            return Err(Error::TooLarge {
+                size: header,
+                limit,
+            });
+        }
+        Ok(props)
+    }
+
+    /// The largest content-header frame payload the publishing connection takes.
+    fn header_frame_limit(&self) -> usize {
+        // When the connection is down, the frame size it will most likely negotiate again:
+        // RabbitMQ's default.
+        let frame_max = self.publish.frame_max().unwrap_or(DEFAULT_FRAME_MAX);
+        // 0 would mean "no limit", which RabbitMQ never negotiates.
+        let frame_max = if frame_max == 0 { u32::MAX } else { frame_max };
+        usize::try_from(frame_max)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(codec::FRAME_OVERHEAD)
+    }
+
+    /// Refuses a message (a copy, a released or redriven message) whose properties do not fit
+    /// in one frame: RabbitMQ would close the whole publishing connection over it.
+    fn check_frame(&self, out: &Outgoing<'_>) -> Result<()> {
+        let header = codec::header_frame_len(&out.props);
+        let limit = self.header_frame_limit();
+        if header > limit {
+            return Err(Error::TooLarge {
+                size: header,
+                limit,
+            });
         }
         Ok(())
     }
@@ -258,11 +298,11 @@ fn routing_key(message: &Message) -> &str {
 impl Publisher for RabbitMqBroker {
     async fn publish(&self, topic: &str, message: Message) -> Result<()> {
         let shared = &self.shared;
-        shared.check(topic, &message)?;
+        let props = shared.check(topic, &message)?;
         let out = Outgoing {
             exchange: topology::exchange(topic),
             routing_key: routing_key(&message),
-            props: codec::encode(&message)?,
+            props,
             body: message.data(),
         };
         let deadline = Instant::now() + shared.config.publish_timeout;
@@ -272,16 +312,13 @@ impl Publisher for RabbitMqBroker {
     async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
         let shared = &self.shared;
         // One bad message refuses the whole batch before any of it is sent.
-        for message in &messages {
-            shared.check(topic, message)?;
-        }
         let mut outs = messages
             .iter()
             .map(|m| {
                 Ok(Outgoing {
                     exchange: topology::exchange(topic),
                     routing_key: routing_key(m),
-                    props: codec::encode(m)?,
+                    props: shared.check(topic, m)?,
                     body: m.data(),
                 })
             })
@@ -309,7 +346,7 @@ impl Publisher for RabbitMqBroker {
         deliver_at: DateTime<Utc>,
     ) -> Result<()> {
         let shared = &self.shared;
-        shared.check(topic, &message)?;
+        let props = shared.check(topic, &message)?;
         let Ok(delay) = (deliver_at - Utc::now()).to_std() else {
             return self.publish(topic, message).await;
         };
@@ -327,7 +364,7 @@ impl Publisher for RabbitMqBroker {
         let out = Outgoing {
             exchange: "",
             routing_key: &queue,
-            props: codec::encode(&message)?,
+            props,
             body: message.data(),
         };
         let deadline = Instant::now() + shared.config.publish_timeout;
