@@ -41,7 +41,7 @@ const ALT_HEADER_PREFIX: &str = "cloudEvents:";
 /// Header carrying the attempt number of a redelivery copy's next delivery (busway republishes a
 /// copy to redeliver a message, and the copy must remember how often the message was tried):
 /// busway-core's [`HEADER_ATTEMPT`](busway_core::redelivery::HEADER_ATTEMPT), written as text
-/// by [`RedeliveryHeaders`](busway_core::redelivery::RedeliveryHeaders), as on every broker.
+/// by [`RedeliveryHeaders`], as on every broker.
 pub const ATTEMPT_HEADER: &str = busway_core::redelivery::HEADER_ATTEMPT;
 /// Header carrying when the first delivery of the message failed (busway-core's
 /// [`HEADER_FIRST_FAILURE`](busway_core::redelivery::HEADER_FIRST_FAILURE)).
