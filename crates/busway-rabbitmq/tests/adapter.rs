@@ -287,22 +287,21 @@ async fn publish_during_an_outage_waits_then_fails_clearly() {
     let proxy = common::proxy::Proxy::start(upstream_addr).await;
     let mut via_proxy = upstream.clone();
     via_proxy.set_port(Some(proxy.addr.port())).unwrap();
-    let config = RabbitMqConfig::new(via_proxy.as_str())
-        .publish_timeout(Duration::from_secs(1))
-        .reconnect(ReconnectConfig::new(
-            Duration::from_millis(20),
-            Duration::from_millis(200),
-        ));
-    let broker = common::connect(config).await;
+    let reconnect = ReconnectConfig::new(Duration::from_millis(20), Duration::from_millis(200));
+    let config = RabbitMqConfig::new(via_proxy.as_str()).reconnect(reconnect);
+    let hasty = common::connect(config.clone().publish_timeout(Duration::from_secs(1))).await;
+    // For the publish that must outlive the outage: its bound is far beyond anything a loaded
+    // machine could take to bring the proxy back.
+    let patient = common::connect(config.publish_timeout(Duration::from_secs(120))).await;
     let topic = common::unique("outage");
-    let mut sub = broker
+    let mut sub = hasty
         .subscribe(&topic, "g", SubscribeOptions::default())
         .await
         .unwrap();
 
     proxy.down();
     let started = Instant::now();
-    let err = broker.publish(&topic, numbered(1)).await.unwrap_err();
+    let err = hasty.publish(&topic, numbered(1)).await.unwrap_err();
     let waited = started.elapsed();
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     assert!(err.to_string().contains("not confirmed within"), "{err}");
@@ -310,21 +309,28 @@ async fn publish_during_an_outage_waits_then_fails_clearly() {
         !err.to_string().contains("guest:guest"),
         "secrets in an error: {err}"
     );
+    // Causality, not speed: it gave up only once its bound was spent (how much later depends on
+    // the machine's load, and is for benchmarks to measure).
     assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
-        "{waited:?}"
+        waited >= Duration::from_millis(900),
+        "gave up after {waited:?}, before its publish timeout of 1 s"
     );
 
     // A publish that starts during the outage and outlives it succeeds.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let publishing = {
-        let broker = broker.clone();
+        let patient = patient.clone();
         let topic = topic.clone();
         tokio::spawn(async move {
-            let broker = RabbitMqBroker::clone(&broker);
-            broker.publish(&topic, numbered(2)).await
+            let _ = started_tx.send(());
+            patient.publish(&topic, numbered(2)).await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    started_rx.await.unwrap();
+    assert!(
+        !publishing.is_finished(),
+        "a publish cannot complete while the broker is unreachable"
+    );
     proxy.up().await;
     publishing
         .await
@@ -393,19 +399,9 @@ async fn per_key_groups_have_a_single_active_consumer() {
         );
         d.ack().await.unwrap();
     }
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), second.next())
-            .await
-            .is_err(),
-        "the standby consumer must receive nothing"
-    );
-    let closing = Instant::now();
+    // The active consumer received all six, in order, so the standby received none of them;
+    // once the active one closes, the standby takes over with the next message.
     first.close().await.unwrap();
-    assert!(
-        closing.elapsed() < Duration::from_secs(1),
-        "close took {:?}",
-        closing.elapsed()
-    );
     broker.publish(&topic, numbered(6)).await.unwrap();
     let d = next_delivery(&mut second, PATIENCE).await;
     assert_eq!(d.message().data().as_ref(), b"6", "the standby takes over");
@@ -498,11 +494,15 @@ async fn dead_letters_redrive_only_to_their_group() {
         "a redriven message starts a fresh set of attempts"
     );
     d.ack().await.unwrap();
-    assert!(
-        tokio::time::timeout(Duration::from_millis(500), other.next())
-            .await
-            .is_err(),
+    // Ordering, not a quiet period: a redrive through the topic would reach the other group
+    // before this later message does.
+    broker.publish(&topic, numbered(2)).await.unwrap();
+    let d = next_delivery(&mut other, PATIENCE).await;
+    assert_eq!(
+        d.message().data().as_ref(),
+        b"2",
         "the other group must not see the redriven message again"
     );
+    d.ack().await.unwrap();
     assert_eq!(broker.purge(&topic, "failing").await.unwrap(), 0);
 }
