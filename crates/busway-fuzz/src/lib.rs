@@ -23,6 +23,10 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("confluent_wire", targets::confluent_wire),
     ("kafka_record", busway_kafka::fuzzing::decode_record),
     (
+        "rabbitmq_delivery",
+        busway_rabbitmq::fuzzing::decode_delivery,
+    ),
+    (
         "servicebus_binary",
         busway_servicebus::fuzzing::decode_binary,
     ),

@@ -17,7 +17,10 @@
 //!
 //! Messages are persistent (`delivery_mode` 2). A value too long for a native property (over
 //! 255 bytes) is simply not mirrored; a content type that long travels in a
-//! `cloudEvents_datacontenttype` header.
+//! `cloudEvents_datacontenttype` header. Header *names* are AMQP short strings, so an extension
+//! attribute whose name is longer than 243 bytes (255 less the prefix) cannot be written: such
+//! a message is refused with [`ErrorKind::InvalidMessage`](busway_core::ErrorKind) before
+//! anything is sent. (It can still be read, from a structured-mode body.)
 //!
 //! Reading takes headers first and falls back to the native properties, accepts
 //! `cloudEvents:`-prefixed headers (the binding's newer spelling), structured mode
@@ -35,6 +38,8 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
 /// Prefix of the CloudEvents attribute headers busway writes.
 pub const HEADER_PREFIX: &str = "cloudEvents_";
+/// The longest header name AMQP 0-9-1 can carry (a short string).
+pub const MAX_HEADER_NAME_BYTES: usize = 255;
 /// The other prefix the AMQP binding allows; read, never written.
 const ALT_HEADER_PREFIX: &str = "cloudEvents:";
 
@@ -301,6 +306,21 @@ fn as_u64(value: &AMQPValue) -> Option<u64> {
     }
 }
 
+/// `props` as a dead letter: the original's properties plus the dead-letter metadata headers.
+/// The broker's dead-lettering history (a wait queue's `x-death`) is dropped: it is not part of
+/// the original message, and would eat into the headroom kept for busway's metadata.
+pub(crate) fn dead_letter_copy(
+    props: &BasicProperties,
+    metadata: &busway_core::DeadLetterMetadata,
+) -> BasicProperties {
+    with_headers(props, |h| {
+        h.retain(|k, _| !is_broker_bookkeeping(k.as_str()));
+        for (name, value) in metadata.to_headers() {
+            h.insert(name.into(), text(value));
+        }
+    })
+}
+
 /// `props` with its headers changed by `edit`: used to republish a delivered message as it was,
 /// plus or minus busway's bookkeeping headers.
 pub(crate) fn with_headers(
@@ -534,6 +554,29 @@ mod tests {
         assert_eq!(
             decode(&props, Bytes::from(structured), "t").unwrap(),
             full()
+        );
+    }
+
+    #[test]
+    fn attribute_names_too_long_for_a_header_are_refused_not_cut() {
+        let fits = "a".repeat(MAX_HEADER_NAME_BYTES - HEADER_PREFIX.len());
+        let m = Message::builder("/s", "t")
+            .extension(fits.as_str(), "v")
+            .build()
+            .unwrap();
+        assert_eq!(decode(&encode(&m).unwrap(), Bytes::new(), "t").unwrap(), m);
+        // Found by the fuzzer: a structured-mode event can carry such a name, and busway reads
+        // it, but cannot write it as an AMQP header.
+        let long = format!("{fits}a");
+        let m = Message::builder("/s", "t")
+            .extension(long.as_str(), "v")
+            .build()
+            .unwrap();
+        let err = encode(&m).unwrap_err();
+        assert_eq!(err.kind(), busway_core::ErrorKind::InvalidMessage);
+        assert!(
+            err.to_string().contains("too long for an AMQP header"),
+            "{err}"
         );
     }
 

@@ -107,6 +107,9 @@ mod config;
 mod connection;
 mod dead_letters;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod parked;
 mod publisher;
 mod subscriber;

@@ -413,14 +413,7 @@ impl Origin {
     /// Publishes the dead letter, confirmed, to the group's DLQ.
     async fn send_dead_letter(&self, metadata: &busway_core::DeadLetterMetadata) -> Result<()> {
         let shared = &self.shared;
-        let props = codec::with_headers(&self.properties, |h| {
-            // The broker's dead-lettering history (a wait queue's `x-death`) is not part of the
-            // original message, and would eat into the headroom kept for busway's metadata.
-            h.retain(|k, _| !codec::is_broker_bookkeeping(k.as_str()));
-            for (name, value) in metadata.to_headers() {
-                h.insert(name.into(), codec::text(value));
-            }
-        });
+        let props = codec::dead_letter_copy(&self.properties, metadata);
         let exchange = topology::dead_letter_exchange(&self.topic);
         let key = topology::dead_letter_key(&self.topic, &self.group);
         let out = Outgoing {
