@@ -148,7 +148,8 @@ pub async fn run(options: &RunOptions) -> Result<Outcome, RunError> {
 
     let mut injected = 0u32;
     match &options.fault {
-        Fault::None | Fault::Panics { .. } => {}
+        Fault::None => {}
+        Fault::Panics { every } => injected = planned_panics(options.messages, *every),
         Fault::KillConsumer { kills } => {
             for _ in 0..*kills {
                 let wait = rand::rng().random_range(300..2500);
@@ -319,10 +320,16 @@ async fn run_in_process(
         fault: options.fault.name().to_owned(),
         broker: "memory".into(),
         messages: options.messages,
-        injected: u32::from(panic_every.is_some()),
+        injected: panic_every.map_or(0, |every| planned_panics(options.messages, every)),
         tally,
         seconds: (finished - started).as_secs_f64(),
     })
+}
+
+/// How many of the messages numbered `0..messages` panic on their first delivery when every
+/// `every`-th does (the consumer's rule: `n % every == 0`).
+fn planned_panics(messages: u64, every: u64) -> u32 {
+    u32::try_from(messages.div_ceil(every.max(1))).unwrap_or(u32::MAX)
 }
 
 /// Starts a consumer process and waits until it has subscribed.
