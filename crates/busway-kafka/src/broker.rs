@@ -10,10 +10,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::codec::{OutRecord, add_due_header};
 use crate::config::KafkaConfig;
-use crate::consumer::{self, HandedOut};
 use crate::error::{classify, creating};
-use crate::names;
-use crate::producer::{Producer, Topics};
+use crate::publish::{Producer, Topics};
+use crate::subscribe::{self, HandedOut};
+use crate::topology;
 
 /// A connection to a Kafka cluster: [`Publisher`], [`Subscriber`] and
 /// [`DeadLetters`](busway_core::DeadLetters).
@@ -111,7 +111,7 @@ impl KafkaBroker {
     }
 
     async fn ensure_topic(&self, topic: &str) -> Result<()> {
-        names::validate("topic", topic)?;
+        topology::validate("topic", topic)?;
         self.inner
             .topics
             .ensure(&[(topic.to_owned(), self.inner.config.partitions)])
@@ -151,8 +151,8 @@ impl Publisher for KafkaBroker {
         message: Message,
         deliver_at: DateTime<Utc>,
     ) -> Result<()> {
-        names::validate("topic", topic)?;
-        let scheduled = names::scheduled(topic);
+        topology::validate("topic", topic)?;
+        let scheduled = topology::scheduled(topic);
         let mut record = self.encode(&scheduled, &message)?;
         add_due_header(&mut record, deliver_at);
         self.inner
@@ -171,6 +171,6 @@ impl Subscriber for KafkaBroker {
         group: &str,
         options: SubscribeOptions,
     ) -> Result<Box<dyn Subscription>> {
-        consumer::subscribe(&self.inner, topic, group, options).await
+        subscribe::subscribe(&self.inner, topic, group, options).await
     }
 }

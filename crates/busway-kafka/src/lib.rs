@@ -76,6 +76,17 @@
 //!   busway publishes can be redelivered and dead-lettered, metadata and all, by brokers whose
 //!   `message.max.bytes` is `max_message_bytes`.
 //!
+//! ## Modules
+//!
+//! Every busway adapter names the same parts the same way: `topology` (topic names: retry
+//! tiers, dead-letter and scheduled topics, cursor groups), `publish` (the idempotent producer
+//! and the pre-publish check), `subscribe` (one consumer per subscription: its driver, the
+//! offset ledger, pause state) with `subscribe::settle` (redelivery and dead-letter copies),
+//! `dead_letters` (list, peek, redrive, purge), `codec` (CloudEvents binary mode on records),
+//! `error` (rdkafka errors classified into busway's), `config`, `broker` (the handle) and
+//! [`fuzzing`]. There is no `connection` module: librdkafka owns the connections of each
+//! producer and consumer.
+//!
 //! ## Records from other clients
 //!
 //! A record with a key and no `partitionkey` attribute (as the official CloudEvents SDKs write
@@ -92,14 +103,14 @@
 mod broker;
 mod codec;
 mod config;
-mod consumer;
 mod dead_letters;
 mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-mod names;
-mod producer;
+mod publish;
+mod subscribe;
+mod topology;
 
 pub use broker::KafkaBroker;
 pub use config::{

@@ -77,6 +77,17 @@
 //! [`DeliveryInfo::decode_error`](busway_core::DeliveryInfo) set and is dead-lettered,
 //! bytes and properties unchanged.
 //!
+//! ## Modules
+//!
+//! Every busway adapter names the same parts the same way: `connection` (the two AMQP
+//! connections, publishing and consuming, and reconnection), `topology` (exchange and queue
+//! names and declarations), `publish` (confirmed publishing, the pre-publish check), `subscribe`
+//! (consuming a group's queue) with `subscribe::settle` (ack, redelivery copy, dead letter),
+//! `dead_letters` (list, peek, redrive, purge), [`codec`] (CloudEvents on AMQP 0-9-1), `error`
+//! (lapin errors classified into busway's), `config`, `broker` (the handle tying them together)
+//! and `fuzzing` (behind the `fuzzing` feature). `parked` is RabbitMQ's own: scheduled messages that fell due while no group
+//! was bound.
+//!
 //! ## Example
 //!
 //! ```no_run
@@ -111,8 +122,8 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod parked;
-mod publisher;
-mod subscriber;
+mod publish;
+mod subscribe;
 mod topology;
 
 pub use broker::RabbitMqBroker;

@@ -12,12 +12,12 @@ use busway_core::{
 };
 use chrono::{DateTime, Utc};
 
-use crate::client::{Connection, Connector};
 use crate::codec;
 use crate::config::ServiceBusConfig;
-use crate::receive::{self, Context};
-use crate::rules;
-use crate::senders::Senders;
+use crate::connection::{Connection, Connector};
+use crate::publish::Senders;
+use crate::subscribe::{self, Context};
+use crate::topology;
 
 /// busway's Service Bus adapter: [`Publisher`], [`Subscriber`] and
 /// [`DeadLetters`](busway_core::DeadLetters) on one AMQP connection.
@@ -206,7 +206,7 @@ impl ServiceBusBroker {
         if known {
             return Ok(());
         }
-        rules::ensure(
+        topology::ensure(
             &self.inner.connection,
             &key.0,
             group,
@@ -294,10 +294,10 @@ impl Subscriber for ServiceBusBroker {
         });
         match options.ordering {
             Ordering::Unordered => {
-                receive::plain(self.inner.connection.clone(), ctx, options.prefetch).await
+                subscribe::plain(self.inner.connection.clone(), ctx, options.prefetch).await
             }
             Ordering::PerKey => {
-                receive::sessions(
+                subscribe::sessions(
                     &self.inner.connector,
                     ctx,
                     options.prefetch,

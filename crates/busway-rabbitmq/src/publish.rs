@@ -135,7 +135,7 @@ impl Shared {
         let confirmation = tokio::time::timeout_at(deadline, confirm)
             .await
             .map_err(|_| Error::Timeout("the broker did not confirm the publish".into()))?
-            .map_err(|e| error::map(e, "waiting for the publish confirm"))?;
+            .map_err(|e| error::classify(e, "waiting for the publish confirm"))?;
         check(confirmation, out)
     }
 
@@ -202,7 +202,7 @@ impl Shared {
             .map(|(sent, out)| async move {
                 let confirmation = sent?
                     .await
-                    .map_err(|e| error::map(e, "waiting for the publish confirm"))?;
+                    .map_err(|e| error::classify(e, "waiting for the publish confirm"))?;
                 check(confirmation, out)
             });
         // One timer for the whole window rather than one per message.
@@ -392,5 +392,5 @@ async fn publish_on(
         props,
     )
     .await
-    .map_err(|e| error::map(e, "publishing"))
+    .map_err(|e| error::classify(e, "publishing"))
 }

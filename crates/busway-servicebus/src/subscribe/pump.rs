@@ -28,10 +28,10 @@ use tokio::time::Instant;
 
 use super::link::Link;
 use super::settle::SbSettle;
-use crate::client::CLOSE_TIMEOUT;
 use crate::codec;
+use crate::connection::CLOSE_TIMEOUT;
 use crate::error::{classify, is_lock_lost};
-use crate::senders::Senders;
+use crate::publish::Senders;
 
 /// How soon a lock whose expiry is unknown (or reads as past) is renewed: shorter than the
 /// shortest lock Service Bus grants.
