@@ -249,10 +249,10 @@ async fn with_reader<T: Send + 'static>(
         .map_err(|e| Error::Closed(format!("DLQ task failed: {e}")))?
 }
 
-fn to_dead_letter(record: &InRecord) -> Option<DeadLetter> {
-    let message = record.decode().ok().or_else(|| record.placeholder())?;
+fn to_dead_letter(record: &InRecord) -> DeadLetter {
+    let message = record.decode().unwrap_or_else(|_| record.placeholder());
     let metadata = DeadLetterMetadata::from_headers(|k| record.header(k).map(str::to_owned));
-    Some(DeadLetter { message, metadata })
+    DeadLetter { message, metadata }
 }
 
 #[async_trait]
@@ -297,7 +297,7 @@ impl DeadLetters for KafkaBroker {
             r.read(&r.spans()?, limit, usize::MAX)
         })
         .await?;
-        Ok(records.iter().filter_map(to_dead_letter).collect())
+        Ok(records.iter().map(to_dead_letter).collect())
     }
 
     async fn redrive(&self, topic: &str, group: &str, limit: Option<usize>) -> Result<usize> {

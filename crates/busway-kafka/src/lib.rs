@@ -60,7 +60,8 @@
 //!   until then; every other partition keeps flowing.
 //! - **Dead letters** go to `<topic>.<group>.dlq`: the original key, value and headers plus the
 //!   standard metadata headers ([`DeadLetterMetadata`](busway_core::DeadLetterMetadata)).
-//!   Undecodable records reach the runtime as deliveries with `decode_error` set and are
+//!   Undecodable records reach the runtime as
+//!   [`Delivery::undecodable`](busway_core::Delivery::undecodable) and are
 //!   dead-lettered byte for byte (except header names that are not UTF-8, which rdkafka cannot
 //!   read or write: those are left out, with a warning). Redrive and purge move a cursor (the
 //!   committed offsets of the group `busway-dlq-cursor.<dlq topic>`), since records cannot be

@@ -5,7 +5,9 @@
 //! time: the copy sent to the group's queue is confirmed before the dead letter is acked.
 
 use async_trait::async_trait;
-use busway_core::{DeadLetter, DeadLetterMetadata, DeadLetterQueue, DeadLetters, Error, Result};
+use busway_core::{
+    DeadLetter, DeadLetterMetadata, DeadLetterQueue, DeadLetters, Error, Message, Result,
+};
 use bytes::Bytes;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions, QueuePurgeOptions,
@@ -34,7 +36,7 @@ impl RabbitMqBroker {
     fn dead_letter(props: &BasicProperties, data: Vec<u8>, topic: &str) -> DeadLetter {
         let body = Bytes::from(data);
         let message = codec::decode(props, body.clone(), topic)
-            .unwrap_or_else(|_| codec::undecodable(props, body, topic));
+            .unwrap_or_else(|_| Message::undecodable(body, codec::message_id(props)));
         let metadata = DeadLetterMetadata::from_headers(|name| codec::header(props, name));
         DeadLetter { message, metadata }
     }

@@ -73,8 +73,8 @@
 //! `content_type`, `timestamp` and `correlation_id`, and `cloudEvents_*` headers for the other
 //! attributes; structured mode is read. Messages from
 //! clients that know nothing of CloudEvents are read from their native properties. A message
-//! that cannot be decoded reaches the runtime with
-//! [`DeliveryInfo::decode_error`](busway_core::DeliveryInfo) set and is dead-lettered,
+//! that cannot be decoded reaches the runtime as
+//! [`Delivery::undecodable`](busway_core::Delivery::undecodable) and is dead-lettered,
 //! bytes and properties unchanged.
 //!
 //! ## Modules

@@ -90,7 +90,7 @@ async fn foreign_message_with_native_properties_is_consumed() {
     .await;
     let d = next_delivery(&mut sub, PATIENCE).await;
     let m = d.message();
-    assert_eq!(d.info().decode_error, None);
+    assert_eq!(d.decode_error(), None);
     assert_eq!(m.id(), "legacy-1");
     assert_eq!(m.ty(), "legacy.order.created");
     assert_eq!(m.source(), "legacy-app");

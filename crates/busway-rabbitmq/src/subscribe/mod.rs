@@ -132,19 +132,13 @@ impl RabbitSubscription {
         } = d;
         let body = Bytes::from(data);
         let (attempt, first_failure) = codec::attempt_of(&properties, redelivered);
-        let (message, decode_error) = match codec::decode(&properties, body.clone(), &self.topic) {
-            Ok(message) => (message, None),
-            Err(e) => (
-                codec::undecodable(&properties, body.clone(), &self.topic),
-                Some(e.to_string()),
-            ),
-        };
+        let decoded = codec::decode(&properties, body.clone(), &self.topic);
+        let broker_id = codec::message_id(&properties).map(str::to_owned);
         let info = DeliveryInfo {
             first_failure,
-            decode_error,
             ..DeliveryInfo::new(&self.topic, &self.group, attempt)
         };
-        let settle = RabbitSettle {
+        let settle = Box::new(RabbitSettle {
             state: State::Held(acker),
             origin: Arc::new(Origin {
                 shared: self.shared.clone(),
@@ -154,10 +148,16 @@ impl RabbitSubscription {
                 attempt,
                 first_failure,
                 properties,
-                body,
+                body: body.clone(),
             }),
-        };
-        Delivery::new(message, info, Box::new(settle))
+        });
+        match decoded {
+            Ok(message) => Delivery::new(message, info, settle),
+            // Dead-lettered by the runtime; the dead letter is the original (`Origin`).
+            Err(e) => {
+                Delivery::undecodable(body, broker_id.as_deref(), e.to_string(), info, settle)
+            }
+        }
     }
 }
 
