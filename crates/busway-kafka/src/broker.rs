@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use busway_core::preflight::SizeLimit;
-use busway_core::{Error, Message, Publisher, Result, SubscribeOptions, Subscriber, Subscription};
+use busway_core::{
+    Broker, Capabilities, Error, Message, Publisher, Result, Scheduler, SubscribeOptions,
+    Subscriber, Subscription,
+};
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -137,7 +140,10 @@ impl Publisher for KafkaBroker {
         self.ensure_topic(topic).await?;
         self.inner.producer.send_all(topic, records).await
     }
+}
 
+#[async_trait]
+impl Scheduler for KafkaBroker {
     /// Kafka has no scheduled delivery: the message goes to `<topic>.scheduled` with its due
     /// time, and every group's subscription holds it back until then (pausing only that
     /// partition). It reaches every group that has joined the topic by the time it falls due,
@@ -171,6 +177,23 @@ impl Subscriber for KafkaBroker {
         group: &str,
         options: SubscribeOptions,
     ) -> Result<Box<dyn Subscription>> {
+        self.capabilities().check_subscribe(&options)?;
         subscribe::subscribe(&self.inner, topic, group, options).await
+    }
+}
+
+impl Broker for KafkaBroker {
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::new("Kafka");
+        caps.per_key_ordering = true;
+        caps.scheduling = true;
+        // A new group can start at the beginning of each partition's log.
+        caps.replays_history = true;
+        caps.survives_broker_restart = true;
+        caps
+    }
+
+    fn scheduler(self: Arc<Self>) -> Option<Arc<dyn Scheduler>> {
+        Some(self)
     }
 }

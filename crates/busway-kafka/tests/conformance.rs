@@ -11,7 +11,7 @@ use busway_testkit::{Capabilities, Harness};
 
 async fn harness() -> Harness {
     let broker = common::shared_broker().await;
-    Harness::new(broker.clone(), broker.clone(), broker).capabilities(capabilities())
+    Harness::new(broker).capabilities(capabilities())
 }
 
 fn capabilities() -> Capabilities {

@@ -29,7 +29,7 @@ async fn harness() -> Harness {
         proxy.cut();
         Box::pin(async {})
     });
-    Harness::new(broker.clone(), broker.clone(), broker)
+    Harness::new(broker)
         .capabilities(Capabilities {
             patience: Duration::from_secs(60),
             quiet_period: Duration::from_secs(1),

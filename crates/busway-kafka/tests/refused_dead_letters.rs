@@ -134,7 +134,7 @@ async fn harness() -> Harness {
         .await
         .expect("connect to the mock cluster");
     let faults = mock.clone();
-    Harness::new(broker.clone(), broker.clone(), broker)
+    Harness::new(broker)
         .capabilities(Capabilities {
             patience: PATIENCE,
             quiet_period: Duration::from_secs(1),

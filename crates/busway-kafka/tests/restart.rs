@@ -25,7 +25,7 @@ async fn harness() -> Harness {
         let tansu = tansu.clone();
         Box::pin(async move { tansu.lock().await.restart().await })
     });
-    Harness::new(broker.clone(), broker.clone(), broker)
+    Harness::new(broker)
         .capabilities(Capabilities {
             patience: Duration::from_secs(60),
             quiet_period: Duration::from_secs(1),

@@ -14,7 +14,7 @@ async fn harness() -> Harness {
     })
     .unwrap();
     let faults = broker.clone();
-    Harness::new(broker.clone(), broker.clone(), broker)
+    Harness::new(broker)
         .capabilities(Capabilities {
             max_message_bytes: 1024 * 1024,
             large_message_bytes: 1000 * 1024,

@@ -61,8 +61,11 @@
 //!   [`DeadLetters::list`](busway_core::DeadLetters::list) covers the groups this handle has
 //!   subscribed to or inspected: AMQP 0-9-1 cannot enumerate queues.
 //! - **Limits of RabbitMQ queues**: a new group starts with the messages published after its
-//!   queue exists ([`StartPosition::Earliest`](busway_core::StartPosition) has no history to
-//!   replay); a message that was prefetched but never handed out, then given back by
+//!   queue exists: there is no history to replay, so
+//!   [`StartPosition::Earliest`](busway_core::StartPosition) fails at `subscribe` with a
+//!   configuration error naming `start_position` (even for a queue that exists already, where
+//!   it would change nothing: whether a consumer starts must not depend on the broker's state);
+//!   a message that was prefetched but never handed out, then given back by
 //!   `close`, counts as a delivery attempt (the broker flags it redelivered).
 //! - Connection loss without a TCP reset is detected by AMQP heartbeats: set
 //!   `?heartbeat=10` in the URL for detection within ~20 s (the broker default is 60 s).

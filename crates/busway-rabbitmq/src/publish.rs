@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use busway_core::preflight::METADATA_HEADROOM;
-use busway_core::{Error, ErrorKind, Message, Publisher, Result};
+use busway_core::{Error, ErrorKind, Message, Publisher, Result, Scheduler};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use lapin::options::BasicPublishOptions;
@@ -333,7 +333,10 @@ impl Publisher for RabbitMqBroker {
             )
             .await
     }
+}
 
+#[async_trait]
+impl Scheduler for RabbitMqBroker {
     /// Holds the message in the topic's schedule queue for the delay (message TTL, no plugin),
     /// after which RabbitMQ dead-letters it into the topic's due exchange, bound to every group.
     /// Delays are rounded up to three significant digits of milliseconds (never early, at most

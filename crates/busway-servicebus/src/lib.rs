@@ -63,6 +63,10 @@
 //! `codec` (the CloudEvents AMQP binding), `error` (client errors classified into busway's),
 //! `config`, `broker` (the handle) and `fuzzing` (behind the `fuzzing` feature).
 //!
+//! A subscription holds what arrived since it was created; the topic keeps no log to replay, so
+//! [`StartPosition::Earliest`](busway_core::StartPosition) fails at `subscribe` with a
+//! configuration error naming `start_position`.
+//!
 //! Plain AMQP (emulators) is used only towards a loopback address unless
 //! [`ServiceBusConfig::insecure`] allows otherwise (logged at WARN).
 //!

@@ -20,7 +20,7 @@ async fn harness() -> Harness {
     }
     let pooled = common::Pooled::new(server).await;
     let faults = pooled.clone();
-    let harness = Harness::new(pooled.clone(), pooled.clone(), pooled)
+    let harness = Harness::new(pooled)
         .refuse_dead_letters(Arc::new(move |topic, group, refuse| {
             let faults = faults.clone();
             Box::pin(async move { faults.refuse_dead_letters(&topic, &group, refuse).await })

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use busway_core::{
-    Delivery, DeliveryInfo, Error, Result, StartPosition, SubscribeOptions, Subscriber,
-    Subscription,
+    Broker, Delivery, DeliveryInfo, Error, Result, SubscribeOptions, Subscriber, Subscription,
 };
 use bytes::Bytes;
 use futures::StreamExt;
@@ -39,15 +38,9 @@ impl Subscriber for RabbitMqBroker {
     ) -> Result<Box<dyn Subscription>> {
         topology::check_name("topic", topic)?;
         topology::check_group(group)?;
-        if options.start == StartPosition::Earliest {
-            // Classic and quorum queues keep no history: a new group starts with what is
-            // published after its queue is bound.
-            tracing::debug!(
-                topic,
-                group,
-                "RabbitMQ queues have no history; starting at the latest message"
-            );
-        }
+        // `earliest` is refused even when the queue exists already (and the setting would
+        // change nothing): whether a consumer starts must not depend on the broker's state.
+        self.capabilities().check_subscribe(&options)?;
         let mut subscription = RabbitSubscription {
             shared: self.shared.clone(),
             topic: topic.to_owned(),

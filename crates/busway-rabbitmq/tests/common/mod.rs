@@ -156,7 +156,7 @@ pub async fn harness(queue_type: QueueType) -> Harness {
     };
     let restart: busway_testkit::conformance::Restart = Arc::new(close_ours.clone());
     let cut: busway_testkit::conformance::BrokerAction = Arc::new(close_ours);
-    Harness::new(broker.clone(), broker.clone(), broker)
+    Harness::new(broker)
         .capabilities(Capabilities {
             max_message_bytes: CONFORMANCE_MAX_MESSAGE_BYTES,
             large_message_bytes: 3 * 1024 * 1024,

@@ -4,8 +4,7 @@
 //!
 //! ```ignore
 //! async fn harness() -> busway_testkit::Harness {
-//!     let broker = busway_memory::MemoryBroker::new();
-//!     busway_testkit::Harness::new(broker.clone(), broker.clone(), broker)
+//!     busway_testkit::Harness::new(busway_memory::MemoryBroker::new())
 //! }
 //!
 //! busway_testkit::conformance_suite! {
@@ -27,7 +26,7 @@ pub mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use busway_core::{DeadLetters, Publisher, Subscriber};
+use busway_core::{Broker, DeadLetters, Publisher, Scheduler, Subscriber};
 use futures::future::BoxFuture;
 
 pub use scenarios::*;
@@ -83,7 +82,11 @@ pub struct Harness {
     pub subscriber: Arc<dyn Subscriber>,
     /// Inspects dead letters.
     pub dead_letters: Arc<dyn DeadLetters>,
-    /// What the broker can do.
+    /// Schedules, where the broker can ([`Broker::scheduler`]).
+    pub scheduler: Option<Arc<dyn Scheduler>>,
+    /// What the broker can do, as its adapter reports it ([`Broker::capabilities`]).
+    pub broker: busway_core::Capabilities,
+    /// Sizes and patience for this broker's scenarios.
     pub capabilities: Capabilities,
     /// Restarts the broker, for the restart scenario.
     pub restart: Option<Restart>,
@@ -95,16 +98,15 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// A harness with default capabilities and no restart.
-    pub fn new(
-        publisher: impl Publisher + 'static,
-        subscriber: impl Subscriber + 'static,
-        dead_letters: impl DeadLetters + 'static,
-    ) -> Self {
+    /// A harness on `broker` with default sizes and patience, and no restart.
+    pub fn new(broker: impl Broker) -> Self {
+        let broker = Arc::new(broker);
         Self {
-            publisher: Arc::new(publisher),
-            subscriber: Arc::new(subscriber),
-            dead_letters: Arc::new(dead_letters),
+            publisher: broker.clone(),
+            subscriber: broker.clone(),
+            dead_letters: broker.clone(),
+            broker: broker.capabilities(),
+            scheduler: broker.scheduler(),
             capabilities: Capabilities::default(),
             restart: None,
             cut_connections: None,

@@ -14,7 +14,7 @@ pub async fn scheduled_delivery(h: Harness) {
     let at = Utc::now() + chrono::Duration::from_std(wait).expect("small duration");
     let started = Instant::now();
     let m = numbered(1);
-    h.publisher
+    scheduler(&h)
         .schedule(&topic, m.clone(), at)
         .await
         .expect("schedule");
@@ -38,7 +38,7 @@ pub async fn scheduled_to_topic_without_group_not_dropped(h: Harness) {
     let topic = unique("schednogroup");
     let m = numbered(1);
     let at = Utc::now() + chrono::Duration::seconds(2);
-    match h.publisher.schedule(&topic, m.clone(), at).await {
+    match scheduler(&h).schedule(&topic, m.clone(), at).await {
         Err(e) => assert_eq!(
             e.kind(),
             ErrorKind::Unroutable,
@@ -55,4 +55,10 @@ pub async fn scheduled_to_topic_without_group_not_dropped(h: Harness) {
             d.ack().await.expect("ack");
         }
     }
+}
+
+fn scheduler(h: &Harness) -> std::sync::Arc<dyn busway_core::Scheduler> {
+    h.scheduler
+        .clone()
+        .expect("the broker reports no Scheduler: skip the scheduling scenarios")
 }
