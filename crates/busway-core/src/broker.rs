@@ -194,6 +194,9 @@ pub struct Capabilities {
     pub replays_history: bool,
     /// Messages accepted before the broker restarts are delivered after it (durable storage).
     pub survives_broker_restart: bool,
+    /// The broker runs in another process, reached over connections that can drop (and that
+    /// the adapter re-establishes); false for an in-process broker.
+    pub remote: bool,
 }
 
 impl Capabilities {
@@ -207,6 +210,7 @@ impl Capabilities {
             max_schedule_ahead: None,
             replays_history: false,
             survives_broker_restart: false,
+            remote: false,
         }
     }
 

@@ -190,6 +190,7 @@ impl Broker for KafkaBroker {
         // A new group can start at the beginning of each partition's log.
         caps.replays_history = true;
         caps.survives_broker_restart = true;
+        caps.remote = true;
         caps
     }
 

@@ -27,6 +27,7 @@ fn capabilities() -> Capabilities {
 
 busway_testkit::conformance_suite! {
     harness: harness,
+    lacks: [],
     skip: [
         broker_restart_without_loss: "runs in tests/restart.rs against a private tansu it can kill and restart, not the shared broker other tests use",
         failed_settlement_neither_loses_nor_freezes: "runs in tests/refused_dead_letters.rs on librdkafka's mock cluster: tansu cannot refuse one topic's records (it enforces no message size limit, ACL or topic error)",

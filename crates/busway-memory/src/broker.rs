@@ -290,6 +290,7 @@ impl Broker for MemoryBroker {
         caps.replays_history = true;
         // Everything lives in this process.
         caps.survives_broker_restart = false;
+        caps.remote = false;
         caps
     }
 

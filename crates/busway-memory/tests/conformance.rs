@@ -28,8 +28,6 @@ async fn harness() -> Harness {
 
 busway_testkit::conformance_suite! {
     harness: harness,
-    skip: [
-        broker_restart_without_loss: "the in-process broker lives in the test process: there is nothing to restart",
-        connection_cut_redelivers_unsettled: "the in-process broker has no connection to cut",
-    ],
+    lacks: [survives_broker_restart, remote],
+    skip: [],
 }

@@ -152,6 +152,7 @@ impl Broker for RabbitMqBroker {
         caps.replays_history = false;
         // Durable exchanges and queues, persistent messages.
         caps.survives_broker_restart = true;
+        caps.remote = true;
         caps
     }
 

@@ -326,6 +326,7 @@ impl Broker for ServiceBusBroker {
         // replay.
         caps.replays_history = false;
         caps.survives_broker_restart = true;
+        caps.remote = true;
         caps
     }
 

@@ -44,6 +44,7 @@ async fn harness() -> Harness {
 
 busway_testkit::conformance_suite! {
     harness: harness,
+    lacks: [],
     skip: [
         broker_restart_without_loss: "Service Bus emulators (official and busway-sb-emulator) keep no messages across a restart, and a test cannot restart a real namespace",
     ],
