@@ -85,8 +85,8 @@
 //! offset ledger, pause state) with `subscribe::settle` (redelivery and dead-letter copies),
 //! `dead_letters` (list, peek, redrive, purge), `codec` (CloudEvents binary mode on records),
 //! `error` (rdkafka errors classified into busway's), `config`, `broker` (the handle) and
-//! [`fuzzing`]. There is no `connection` module: librdkafka owns the connections of each
-//! producer and consumer.
+//! `fuzzing` (behind the `fuzzing` feature). There is no `connection` module: librdkafka owns
+//! the connections of each producer and consumer.
 //!
 //! ## Records from other clients
 //!
