@@ -106,19 +106,24 @@ impl Message {
         ty: impl Into<String>,
     ) -> MessageBuilder {
         MessageBuilder {
-            message: Message {
-                id: id.into(),
-                source: source.into(),
-                ty: ty.into(),
-                specversion: SPEC_VERSION.to_owned(),
-                datacontenttype: None,
-                dataschema: None,
-                subject: None,
-                time: None,
-                extensions: BTreeMap::new(),
-                data: Bytes::new(),
-            },
+            message: Message::bare(id.into(), source.into(), ty.into(), Bytes::new()),
             error: None,
+        }
+    }
+
+    /// A message with the required attributes and data only.
+    fn bare(id: String, source: String, ty: String, data: Bytes) -> Message {
+        Message {
+            id,
+            source,
+            ty,
+            specversion: SPEC_VERSION.to_owned(),
+            datacontenttype: None,
+            dataschema: None,
+            subject: None,
+            time: None,
+            extensions: BTreeMap::new(),
+            data,
         }
     }
 
@@ -139,18 +144,12 @@ impl Message {
         let id = broker_id
             .filter(|id| !id.is_empty())
             .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
-        Message {
+        Message::bare(
             id,
-            source: UNDECODABLE_SOURCE.to_owned(),
-            ty: UNDECODABLE_TYPE.to_owned(),
-            specversion: SPEC_VERSION.to_owned(),
-            datacontenttype: None,
-            dataschema: None,
-            subject: None,
-            time: None,
-            extensions: BTreeMap::new(),
-            data: raw,
-        }
+            UNDECODABLE_SOURCE.to_owned(),
+            UNDECODABLE_TYPE.to_owned(),
+            raw,
+        )
     }
 
     /// Unique id of the event within its source.

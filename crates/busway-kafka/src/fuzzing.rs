@@ -11,7 +11,7 @@
 use std::sync::LazyLock;
 
 use arbitrary::{Arbitrary, Unstructured};
-use busway_core::{DeadLetterMetadata, Message, dead_letter, redelivery, wire};
+use busway_core::{DeadLetterMetadata, Message, wire};
 use serde_json::{Map, Value};
 
 use crate::codec::{InRecord, OutRecord, RecordHeader};
@@ -35,8 +35,7 @@ static NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
         "ce_Bad-Name",
         "content-type",
     ];
-    names.extend(redelivery::HEADERS);
-    names.extend(dead_letter::HEADERS);
+    names.extend(wire::BUSWAY_HEADERS);
     names
 });
 

@@ -14,8 +14,8 @@
 use std::sync::LazyLock;
 
 use arbitrary::{Arbitrary, Unstructured};
-use busway_core::dead_letter::{self, DeadLetterMetadata, DeadLetterReason};
-use busway_core::redelivery::{self, RedeliveryHeaders};
+use busway_core::dead_letter::{DeadLetterMetadata, DeadLetterReason};
+use busway_core::redelivery::RedeliveryHeaders;
 use busway_core::{Message, wire};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -53,8 +53,7 @@ static NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
         "x-first-death-queue",
         "x-last-death-reason",
     ];
-    names.extend(redelivery::HEADERS);
-    names.extend(dead_letter::HEADERS);
+    names.extend(wire::BUSWAY_HEADERS);
     names
 });
 

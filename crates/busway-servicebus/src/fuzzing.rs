@@ -9,7 +9,7 @@
 
 use arbitrary::{Result, Unstructured};
 use azservicebus::ServiceBusMessage;
-use busway_core::{dead_letter, redelivery};
+use busway_core::wire;
 use fe2o3_amqp_types::messaging::{
     AmqpValue, ApplicationProperties, Batch, Body, Data, Message as AmqpMessage, MessageId,
     Properties,
@@ -204,9 +204,8 @@ fn property_name(u: &mut Unstructured<'_>) -> Result<String> {
         3 => format!("{}{}", codec::CE_PREFIX, u.arbitrary::<String>()?),
         // busway's own properties, named by busway-core and the codec, so that the fuzzer
         // follows a renamed one.
-        4 => match u.int_in_range(0..=2)? {
-            0 => u.choose(&redelivery::HEADERS)?,
-            1 => u.choose(&dead_letter::HEADERS)?,
+        4 => match u.int_in_range(0..=1)? {
+            0 => u.choose(&wire::BUSWAY_HEADERS)?,
             _ => u.choose(&[codec::TARGET_GROUP, codec::DEAD_LETTER_REASON])?,
         }
         .to_string(),
