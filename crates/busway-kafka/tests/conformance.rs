@@ -7,15 +7,15 @@ mod common;
 
 use std::time::Duration;
 
-use busway_testkit::{Capabilities, Harness};
+use busway_testkit::{Expectations, Harness};
 
 async fn harness() -> Harness {
     let broker = common::shared_broker().await;
-    Harness::new(broker).capabilities(capabilities())
+    Harness::new(broker).expectations(expectations())
 }
 
-fn capabilities() -> Capabilities {
-    Capabilities {
+fn expectations() -> Expectations {
+    Expectations {
         max_message_bytes: 1024 * 1024,
         large_message_bytes: 900 * 1024,
         members_share_load: true,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use busway_memory::{MemoryBroker, MemoryConfig};
-use busway_testkit::{Capabilities, Harness};
+use busway_testkit::{Expectations, Harness};
 
 async fn harness() -> Harness {
     let broker = MemoryBroker::with_config(MemoryConfig {
@@ -15,10 +15,10 @@ async fn harness() -> Harness {
     .unwrap();
     let faults = broker.clone();
     Harness::new(broker)
-        .capabilities(Capabilities {
+        .expectations(Expectations {
             max_message_bytes: 1024 * 1024,
             large_message_bytes: 1000 * 1024,
-            ..Capabilities::default()
+            ..Expectations::default()
         })
         .refuse_dead_letters(Arc::new(move |topic, group, refuse| {
             faults.refuse_dead_letters(&topic, &group, refuse);

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use busway_testkit::{Capabilities, Harness};
+use busway_testkit::{Expectations, Harness};
 
 /// The adapter connects through a TCP proxy (emulators: plain AMQP), so that the
 /// connection-cut scenario can cut its connections like a network failure would.
@@ -25,7 +25,7 @@ async fn harness() -> Harness {
             let faults = faults.clone();
             Box::pin(async move { faults.refuse_dead_letters(&topic, &group, refuse).await })
         }))
-        .capabilities(Capabilities {
+        .expectations(Expectations {
             max_message_bytes: busway_servicebus::STANDARD_MAX_MESSAGE_BYTES,
             large_message_bytes: 200 * 1024,
             members_share_load: true,

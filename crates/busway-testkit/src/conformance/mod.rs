@@ -51,9 +51,11 @@ pub type Restart = BrokerAction;
 pub type DeadLetterFault =
     Arc<dyn Fn(String, String, bool) -> BoxFuture<'static, ()> + Send + Sync>;
 
-/// What the broker behind a harness can do, and how patient the scenarios should be.
+/// What the scenarios may expect of the broker behind a harness: its sizes, whether members
+/// share load, and how patient to be. (What the broker can do at all is its
+/// [`busway_core::Capabilities`], in [`Harness::broker`].)
 #[derive(Clone, Debug)]
-pub struct Capabilities {
+pub struct Expectations {
     /// The adapter's size limit: a message over it must be refused.
     pub max_message_bytes: usize,
     /// A data size under the limit that must round-trip intact.
@@ -68,7 +70,7 @@ pub struct Capabilities {
     pub timing_tolerance: Duration,
 }
 
-impl Default for Capabilities {
+impl Default for Expectations {
     fn default() -> Self {
         Self {
             max_message_bytes: 1024 * 1024,
@@ -81,7 +83,8 @@ impl Default for Capabilities {
     }
 }
 
-/// An adapter under test: its publisher, subscriber, dead-letter access and capabilities.
+/// An adapter under test: its publisher, subscriber, dead-letter access, scheduler,
+/// capabilities and what to expect of it.
 #[derive(Clone)]
 pub struct Harness {
     /// Publishes.
@@ -95,7 +98,7 @@ pub struct Harness {
     /// What the broker can do, as its adapter reports it ([`Broker::capabilities`]).
     pub broker: busway_core::Capabilities,
     /// Sizes and patience for this broker's scenarios.
-    pub capabilities: Capabilities,
+    pub expect: Expectations,
     /// Restarts the broker, for the restart scenario.
     pub restart: Option<Restart>,
     /// Cuts the connections of this harness's publisher and subscriber (not other clients'),
@@ -115,16 +118,16 @@ impl Harness {
             dead_letters: broker.clone(),
             broker: broker.capabilities(),
             scheduler: broker.scheduler(),
-            capabilities: Capabilities::default(),
+            expect: Expectations::default(),
             restart: None,
             cut_connections: None,
             refuse_dead_letters: None,
         }
     }
 
-    /// Replaces the capabilities.
-    pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
-        self.capabilities = capabilities;
+    /// Replaces what to expect of the broker.
+    pub fn expectations(mut self, expect: Expectations) -> Self {
+        self.expect = expect;
         self
     }
 

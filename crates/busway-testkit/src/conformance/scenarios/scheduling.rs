@@ -19,7 +19,7 @@ pub async fn scheduled_delivery(h: Harness) {
         .await
         .expect("schedule");
     publish(&h, &topic, numbered(2)).await;
-    rec.wait_for(2, h.capabilities.patience).await;
+    rec.wait_for(2, h.expect.patience).await;
     stop(c).await;
     let timed = rec.timed();
     assert_ne!(timed[0].1.id(), m.id(), "the scheduled message came first");
@@ -27,7 +27,7 @@ pub async fn scheduled_delivery(h: Harness) {
     assert_eq!(got, &m);
     let after = *arrived - started;
     assert!(
-        after + h.capabilities.timing_tolerance >= wait,
+        after + h.expect.timing_tolerance >= wait,
         "arrived after {after:?}, scheduled for {wait:?}"
     );
 }
@@ -46,7 +46,7 @@ pub async fn scheduled_to_topic_without_group_not_dropped(h: Harness) {
         ),
         Ok(()) => {
             let mut sub = join(&h, &topic, "late").await;
-            let d = next_delivery(&mut sub, h.capabilities.patience).await;
+            let d = next_delivery(&mut sub, h.expect.patience).await;
             assert_eq!(
                 d.message(),
                 &m,
