@@ -49,7 +49,9 @@ pub trait Publisher: Send + Sync {
 #[async_trait]
 pub trait Scheduler: Send + Sync {
     /// Publishes `message` so that it is delivered no earlier than `deliver_at` (at once when
-    /// that is past). Returns once the broker holds it, like [`Publisher::publish`].
+    /// that is past). Returns once the broker holds it, like [`Publisher::publish`]. A broker
+    /// that limits how far ahead it schedules ([`Capabilities::max_schedule_ahead`]) refuses a
+    /// later time with [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
     async fn schedule(
         &self,
         topic: &str,

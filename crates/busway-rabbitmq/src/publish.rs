@@ -359,7 +359,8 @@ impl Scheduler for RabbitMqBroker {
         let ms = topology::quantize(delay);
         if ms >= topology::MAX_DELAY_MS {
             return Err(Error::Unsupported(format!(
-                "scheduling {delay:?} ahead: RabbitMQ message TTLs are limited to {} ms",
+                "scheduling {delay:?} ahead: RabbitMQ message TTLs are limited to {} ms \
+                 (Capabilities::max_schedule_ahead)",
                 topology::MAX_DELAY_MS
             )));
         }
