@@ -1,10 +1,11 @@
-//! `Bus`: the publisher, subscriber and dead-letter access of the configured broker.
+//! `Bus`: the configured broker (publisher, subscriber, dead-letter access, scheduler where it
+//! can) behind one broker-neutral handle.
 
 use std::sync::Arc;
 
 use busway_core::{
-    Consumer, ConsumerBuilder, DeadLetters, Error, IdempotencyStore, Message, Publisher, Result,
-    Subscriber,
+    Broker, Capabilities, Consumer, ConsumerBuilder, DeadLetters, Error, IdempotencyStore, Message,
+    Publisher, Result, Scheduler, Subscriber,
 };
 
 use crate::config::{BrokerKind, BusConfig, ConsumerDefaults};
@@ -16,9 +17,7 @@ use crate::config::{BrokerKind, BusConfig, ConsumerDefaults};
 #[derive(Clone)]
 pub struct Bus {
     kind: BrokerKind,
-    publisher: Arc<dyn Publisher>,
-    subscriber: Arc<dyn Subscriber>,
-    dead_letters: Arc<dyn DeadLetters>,
+    broker: Arc<dyn Broker>,
     defaults: ConsumerDefaults,
     /// One store for every consumer of the bus (ids are kept per group).
     dedup: Option<Arc<dyn IdempotencyStore>>,
@@ -38,22 +37,21 @@ impl Bus {
     // With no adapter feature on, every arm returns early.
     #[allow(unreachable_code)]
     pub async fn connect(config: &BusConfig) -> Result<Self> {
-        let (publisher, subscriber, dead_letters) = match config.broker {
+        let broker: Arc<dyn Broker> = match config.broker {
             #[cfg(feature = "memory")]
-            BrokerKind::Memory => {
-                let broker = busway_memory::MemoryBroker::with_config(config.memory.clone())?;
-                parts(broker)
-            }
+            BrokerKind::Memory => Arc::new(busway_memory::MemoryBroker::with_config(
+                config.memory.clone(),
+            )?),
             #[cfg(feature = "rabbitmq")]
             BrokerKind::RabbitMq => {
-                parts(busway_rabbitmq::RabbitMqBroker::connect(config.rabbitmq.clone()).await?)
+                Arc::new(busway_rabbitmq::RabbitMqBroker::connect(config.rabbitmq.clone()).await?)
             }
             #[cfg(feature = "kafka")]
             BrokerKind::Kafka => {
-                parts(busway_kafka::KafkaBroker::connect(config.kafka.clone()).await?)
+                Arc::new(busway_kafka::KafkaBroker::connect(config.kafka.clone()).await?)
             }
             #[cfg(feature = "servicebus")]
-            BrokerKind::ServiceBus => parts(
+            BrokerKind::ServiceBus => Arc::new(
                 busway_servicebus::ServiceBusBroker::connect(config.servicebus.clone()).await?,
             ),
             #[allow(unreachable_patterns)] // every broker compiled in
@@ -69,9 +67,7 @@ impl Bus {
         tracing::info!(broker = config.broker.as_str(), "bus connected");
         Ok(Self {
             kind: config.broker,
-            publisher,
-            subscriber,
-            dead_letters,
+            broker,
             defaults: config.consumer.clone(),
             dedup,
         })
@@ -96,12 +92,9 @@ impl Bus {
     /// A bus on a fresh in-process broker with default settings.
     #[cfg(feature = "memory")]
     pub fn memory() -> Self {
-        let (publisher, subscriber, dead_letters) = parts(busway_memory::MemoryBroker::new());
         Self {
             kind: BrokerKind::Memory,
-            publisher,
-            subscriber,
-            dead_letters,
+            broker: Arc::new(busway_memory::MemoryBroker::new()),
             defaults: ConsumerDefaults::default(),
             dedup: None,
         }
@@ -111,28 +104,45 @@ impl Bus {
     pub fn broker(&self) -> BrokerKind {
         self.kind
     }
+    /// What the broker can do.
+    pub fn capabilities(&self) -> Capabilities {
+        self.broker.capabilities()
+    }
     /// The publisher.
     pub fn publisher(&self) -> Arc<dyn Publisher> {
-        self.publisher.clone()
+        self.broker.clone()
     }
     /// The subscriber.
     pub fn subscriber(&self) -> Arc<dyn Subscriber> {
-        self.subscriber.clone()
+        self.broker.clone()
     }
     /// Dead-letter queue access.
     pub fn dead_letters(&self) -> Arc<dyn DeadLetters> {
-        self.dead_letters.clone()
+        self.broker.clone()
+    }
+    /// The scheduler, when the broker can schedule (every broker busway ships can); check it
+    /// once at startup rather than at the first scheduled message.
+    ///
+    /// ```
+    /// let bus = busway::Bus::memory();
+    /// let Some(scheduler) = bus.scheduler() else {
+    ///     panic!("this service needs scheduled delivery; {:?} cannot", bus.broker());
+    /// };
+    /// # drop(scheduler);
+    /// ```
+    pub fn scheduler(&self) -> Option<Arc<dyn Scheduler>> {
+        self.broker.clone().scheduler()
     }
 
     /// Publishes one message.
     pub async fn publish(&self, topic: &str, message: Message) -> Result<()> {
-        self.publisher.publish(topic, message).await
+        self.broker.publish(topic, message).await
     }
 
     /// A consumer of `topic` in `group`, with the configured consumer defaults applied.
     pub fn consumer(&self, topic: impl Into<String>, group: impl Into<String>) -> ConsumerBuilder {
         let d = &self.defaults;
-        let mut builder = Consumer::builder(self.subscriber.clone(), topic, group)
+        let mut builder = Consumer::builder(self.subscriber(), topic, group)
             .concurrency(d.concurrency)
             .retry(d.retry.clone())
             .redelivery(d.redelivery.clone())
@@ -148,24 +158,6 @@ impl Bus {
         }
         builder
     }
-}
-
-#[allow(dead_code)] // unused when no adapter feature is on
-fn parts<B>(
-    broker: B,
-) -> (
-    Arc<dyn Publisher>,
-    Arc<dyn Subscriber>,
-    Arc<dyn DeadLetters>,
-)
-where
-    B: Publisher + Subscriber + DeadLetters + Clone + 'static,
-{
-    (
-        Arc::new(broker.clone()),
-        Arc::new(broker.clone()),
-        Arc::new(broker),
-    )
 }
 
 fn not_compiled_in(kind: BrokerKind) -> Error {

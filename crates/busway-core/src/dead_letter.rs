@@ -22,6 +22,16 @@ pub const HEADER_ATTEMPTS: &str = "busway-dlq-attempts";
 pub const HEADER_FIRST_FAILURE: &str = "busway-dlq-first-failure";
 /// Header carrying [`DeadLetterMetadata::last_failure`].
 pub const HEADER_LAST_FAILURE: &str = "busway-dlq-last-failure";
+/// Every dead-letter metadata header, in the order [`DeadLetterMetadata::to_headers`] writes them.
+pub const HEADERS: [&str; 7] = [
+    HEADER_REASON,
+    HEADER_ERROR,
+    HEADER_TOPIC,
+    HEADER_GROUP,
+    HEADER_ATTEMPTS,
+    HEADER_FIRST_FAILURE,
+    HEADER_LAST_FAILURE,
+];
 
 /// Error texts longer than this are cut, so a huge error cannot make the dead letter unsendable
 /// (see [`preflight`](crate::preflight): the metadata must fit in the headroom kept free).

@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::dead_letter::DeadLetterMetadata;
@@ -57,10 +58,6 @@ pub struct DeliveryInfo {
     pub attempt: u32,
     /// When an earlier delivery of this message first failed, if one did.
     pub first_failure: Option<DateTime<Utc>>,
-    /// Set by the adapter when the broker message could not be decoded into a CloudEvent; the
-    /// runtime dead-letters such a delivery at once with reason `undecodable`, and the adapter
-    /// forwards the original bytes unchanged.
-    pub decode_error: Option<String>,
     /// Set by adapters whose broker promises an order the runtime must keep (e.g. a Kafka
     /// partition): deliveries with the same ordering key are handled one at a time, in arrival
     /// order, whatever the group's [`Ordering`](crate::Ordering). When unset and the group asks
@@ -76,7 +73,6 @@ impl DeliveryInfo {
             group: group.into(),
             attempt,
             first_failure: None,
-            decode_error: None,
             ordering_key: None,
         }
     }
@@ -99,6 +95,8 @@ pub struct Delivery {
     message: Message,
     info: DeliveryInfo,
     settle: Box<dyn Settle>,
+    /// Why the broker message is not a CloudEvent, for a [`Delivery::undecodable`].
+    decode_error: Option<String>,
 }
 
 impl fmt::Debug for Delivery {
@@ -106,6 +104,7 @@ impl fmt::Debug for Delivery {
         f.debug_struct("Delivery")
             .field("message", &self.message)
             .field("info", &self.info)
+            .field("decode_error", &self.decode_error)
             .finish_non_exhaustive()
     }
 }
@@ -117,7 +116,48 @@ impl Delivery {
             message,
             info,
             settle,
+            decode_error: None,
         }
+    }
+    /// A delivery of a broker message that could not be decoded into a CloudEvent; used by
+    /// adapters. Its message is [`Message::undecodable`] (`raw` as data, the broker's message id
+    /// when it has one); `reason` says what is wrong with it. The consumer runtime never hands
+    /// it to a handler: it dead-letters it at once with reason `undecodable`, and the adapter
+    /// writes the original broker message, bytes unchanged.
+    ///
+    /// ```
+    /// # use busway_core::{Delivery, DeliveryInfo, Settle, Settlement, Result};
+    /// # struct Noop;
+    /// # #[async_trait::async_trait]
+    /// # impl Settle for Noop { async fn settle(&mut self, _: &Settlement) -> Result<()> { Ok(()) } }
+    /// let d = Delivery::undecodable(
+    ///     bytes::Bytes::from_static(b"not json"),
+    ///     None,
+    ///     "expected a JSON object",
+    ///     DeliveryInfo::new("orders", "billing", 1),
+    ///     Box::new(Noop),
+    /// );
+    /// assert_eq!(d.decode_error(), Some("expected a JSON object"));
+    /// assert_eq!(d.message().data().as_ref(), b"not json");
+    /// ```
+    pub fn undecodable(
+        raw: Bytes,
+        broker_id: Option<&str>,
+        reason: impl Into<String>,
+        info: DeliveryInfo,
+        settle: Box<dyn Settle>,
+    ) -> Self {
+        Self {
+            message: Message::undecodable(raw, broker_id),
+            info,
+            settle,
+            decode_error: Some(reason.into()),
+        }
+    }
+    /// Why the broker message could not be decoded, for a [`Delivery::undecodable`]; `None`
+    /// for a CloudEvent.
+    pub fn decode_error(&self) -> Option<&str> {
+        self.decode_error.as_deref()
     }
     /// The message.
     pub fn message(&self) -> &Message {
@@ -154,7 +194,8 @@ impl Delivery {
         self.settle(Settlement::DeadLetter(Box::new(metadata)))
             .await
     }
-    /// Splits into parts, for runtimes that hand the message to a handler and settle later.
+    /// Splits into parts, for runtimes that hand the message to a handler and settle later
+    /// (read [`decode_error`](Self::decode_error) first: the parts do not carry it).
     pub fn into_parts(self) -> (Message, DeliveryInfo, Box<dyn Settle>) {
         (self.message, self.info, self.settle)
     }

@@ -22,7 +22,10 @@ pub mod preflight;
 pub mod redelivery;
 pub mod wire;
 
-pub use broker::{Ordering, Publisher, StartPosition, SubscribeOptions, Subscriber, Subscription};
+pub use broker::{
+    Broker, Capabilities, Ordering, Publisher, Scheduler, StartPosition, SubscribeOptions,
+    Subscriber, Subscription,
+};
 pub use consumer::{
     AlertHook, Consumer, ConsumerBuilder, ConsumerHandle, ConsumerHealth, ConsumerReport,
     ConsumerStats, DeadLetterAlert,

@@ -25,6 +25,11 @@ pub const TRACEPARENT: &str = "traceparent";
 /// W3C trace state extension.
 pub const TRACESTATE: &str = "tracestate";
 
+/// The `source` of the stand-in for a broker message that is not a CloudEvent
+/// ([`Message::undecodable`]): the same on every broker.
+pub const UNDECODABLE_SOURCE: &str = "urn:busway:undecodable";
+/// The `type` of that stand-in.
+pub const UNDECODABLE_TYPE: &str = "busway.undecodable";
 /// Context attribute names that extensions may not use.
 const RESERVED: &[&str] = &[
     "id",
@@ -101,20 +106,50 @@ impl Message {
         ty: impl Into<String>,
     ) -> MessageBuilder {
         MessageBuilder {
-            message: Message {
-                id: id.into(),
-                source: source.into(),
-                ty: ty.into(),
-                specversion: SPEC_VERSION.to_owned(),
-                datacontenttype: None,
-                dataschema: None,
-                subject: None,
-                time: None,
-                extensions: BTreeMap::new(),
-                data: Bytes::new(),
-            },
+            message: Message::bare(id.into(), source.into(), ty.into(), Bytes::new()),
             error: None,
         }
+    }
+
+    /// A message with the required attributes and data only.
+    fn bare(id: String, source: String, ty: String, data: Bytes) -> Message {
+        Message {
+            id,
+            source,
+            ty,
+            specversion: SPEC_VERSION.to_owned(),
+            datacontenttype: None,
+            dataschema: None,
+            subject: None,
+            time: None,
+            extensions: BTreeMap::new(),
+            data,
+        }
+    }
+
+    /// The stand-in for a broker message that could not be decoded into a CloudEvent, so that
+    /// it can travel through busway (to the dead-letter queue, into a listing) without ever
+    /// reaching a handler: `raw` as its data, [`UNDECODABLE_SOURCE`] and [`UNDECODABLE_TYPE`],
+    /// and as id the broker's own message id when there is a non-empty one (a new UUIDv7
+    /// otherwise). Infallible, and always [valid](Message::validate).
+    ///
+    /// ```
+    /// use busway_core::message::{Message, UNDECODABLE_TYPE};
+    ///
+    /// let m = Message::undecodable(bytes::Bytes::from_static(b"\xff"), Some("broker-42"));
+    /// assert_eq!((m.id(), m.ty()), ("broker-42", UNDECODABLE_TYPE));
+    /// assert!(m.validate().is_ok());
+    /// ```
+    pub fn undecodable(raw: Bytes, broker_id: Option<&str>) -> Message {
+        let id = broker_id
+            .filter(|id| !id.is_empty())
+            .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+        Message::bare(
+            id,
+            UNDECODABLE_SOURCE.to_owned(),
+            UNDECODABLE_TYPE.to_owned(),
+            raw,
+        )
     }
 
     /// Unique id of the event within its source.

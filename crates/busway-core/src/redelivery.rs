@@ -25,6 +25,8 @@ pub const HEADER_ATTEMPT: &str = "busway-attempt";
 pub const HEADER_FIRST_FAILURE: &str = "busway-first-failure";
 /// Header carrying when a copy is due, for brokers where the consumer holds it back.
 pub const HEADER_DUE: &str = "busway-due";
+/// Every header a redelivery copy may carry (for adapters and fuzzers that list busway's own).
+pub const HEADERS: [&str; 3] = [HEADER_ATTEMPT, HEADER_FIRST_FAILURE, HEADER_DUE];
 
 /// What a redelivery copy says about its history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,9 +11,25 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::message::{Message, parse_time};
+use crate::{dead_letter, redelivery};
 
 /// Content type of a structured-mode CloudEvent in JSON.
 pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
+
+/// Every header busway itself writes next to a message: the redelivery headers, then the
+/// dead-letter metadata (for adapters and fuzzers that list busway's own).
+pub const BUSWAY_HEADERS: [&str; 10] = [
+    redelivery::HEADER_ATTEMPT,
+    redelivery::HEADER_FIRST_FAILURE,
+    redelivery::HEADER_DUE,
+    dead_letter::HEADER_REASON,
+    dead_letter::HEADER_ERROR,
+    dead_letter::HEADER_TOPIC,
+    dead_letter::HEADER_GROUP,
+    dead_letter::HEADER_ATTEMPTS,
+    dead_letter::HEADER_FIRST_FAILURE,
+    dead_letter::HEADER_LAST_FAILURE,
+];
 
 /// Whether a content type announces a structured-mode JSON event (parameters ignored).
 pub fn is_structured(content_type: Option<&str>) -> bool {
@@ -207,6 +223,18 @@ fn is_json(content_type: Option<&str>) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn busway_headers_are_the_redelivery_and_dead_letter_ones() {
+        let mut listed: Vec<&str> = BUSWAY_HEADERS.to_vec();
+        listed.sort_unstable();
+        let mut own: Vec<&str> = redelivery::HEADERS
+            .into_iter()
+            .chain(dead_letter::HEADERS)
+            .collect();
+        own.sort_unstable();
+        assert_eq!(listed, own);
+    }
 
     fn full_message() -> Message {
         Message::builder("/shop", "order.placed")

@@ -4,16 +4,19 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use busway_core::preflight::SizeLimit;
-use busway_core::{Error, Message, Publisher, Result, SubscribeOptions, Subscriber, Subscription};
+use busway_core::{
+    Broker, Capabilities, Error, Message, Publisher, Result, Scheduler, SubscribeOptions,
+    Subscriber, Subscription,
+};
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::codec::{OutRecord, add_due_header};
 use crate::config::KafkaConfig;
-use crate::consumer::{self, HandedOut};
 use crate::error::{classify, creating};
-use crate::names;
-use crate::producer::{Producer, Topics};
+use crate::publish::{Producer, Topics};
+use crate::subscribe::{self, HandedOut};
+use crate::topology;
 
 /// A connection to a Kafka cluster: [`Publisher`], [`Subscriber`] and
 /// [`DeadLetters`](busway_core::DeadLetters).
@@ -111,7 +114,7 @@ impl KafkaBroker {
     }
 
     async fn ensure_topic(&self, topic: &str) -> Result<()> {
-        names::validate("topic", topic)?;
+        topology::validate("topic", topic)?;
         self.inner
             .topics
             .ensure(&[(topic.to_owned(), self.inner.config.partitions)])
@@ -137,7 +140,10 @@ impl Publisher for KafkaBroker {
         self.ensure_topic(topic).await?;
         self.inner.producer.send_all(topic, records).await
     }
+}
 
+#[async_trait]
+impl Scheduler for KafkaBroker {
     /// Kafka has no scheduled delivery: the message goes to `<topic>.scheduled` with its due
     /// time, and every group's subscription holds it back until then (pausing only that
     /// partition). It reaches every group that has joined the topic by the time it falls due,
@@ -151,8 +157,8 @@ impl Publisher for KafkaBroker {
         message: Message,
         deliver_at: DateTime<Utc>,
     ) -> Result<()> {
-        names::validate("topic", topic)?;
-        let scheduled = names::scheduled(topic);
+        topology::validate("topic", topic)?;
+        let scheduled = topology::scheduled(topic);
         let mut record = self.encode(&scheduled, &message)?;
         add_due_header(&mut record, deliver_at);
         self.inner
@@ -171,6 +177,24 @@ impl Subscriber for KafkaBroker {
         group: &str,
         options: SubscribeOptions,
     ) -> Result<Box<dyn Subscription>> {
-        consumer::subscribe(&self.inner, topic, group, options).await
+        self.capabilities().check_subscribe(&options)?;
+        subscribe::subscribe(&self.inner, topic, group, options).await
+    }
+}
+
+impl Broker for KafkaBroker {
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::new("Kafka");
+        caps.per_key_ordering = true;
+        caps.scheduling = true;
+        // A new group can start at the beginning of each partition's log.
+        caps.replays_history = true;
+        caps.survives_broker_restart = true;
+        caps.remote = true;
+        caps
+    }
+
+    fn scheduler(self: Arc<Self>) -> Option<Arc<dyn Scheduler>> {
+        Some(self)
     }
 }

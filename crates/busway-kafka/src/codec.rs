@@ -204,15 +204,16 @@ impl InRecord {
             .filter(|k| !k.is_empty())
     }
 
-    /// A stand-in message for a record that is not a CloudEvent, so the runtime can dead-letter
-    /// it; the DLQ receives the original record, not this. `None` only if the core rejected
-    /// constant, valid attributes.
-    pub(crate) fn placeholder(&self) -> Option<Message> {
-        let id = format!("kafka:{}/{}@{}", self.topic, self.partition, self.offset);
-        Message::from_wire(id, "busway-kafka", "busway.undecodable")
-            .data(self.value.clone())
-            .build()
-            .ok()
+    /// The id of the stand-in for a record that is not a CloudEvent ([`Message::undecodable`]):
+    /// where the record is, since a record has no message id of its own.
+    pub(crate) fn placeholder_id(&self) -> String {
+        format!("kafka:{}/{}@{}", self.topic, self.partition, self.offset)
+    }
+
+    /// The stand-in for a record that is not a CloudEvent, for listings; the DLQ receives the
+    /// original record, not this.
+    pub(crate) fn placeholder(&self) -> Message {
+        Message::undecodable(self.value.clone(), Some(&self.placeholder_id()))
     }
 
     /// The delivery this record is: 1 unless a retry record says otherwise.
@@ -453,7 +454,7 @@ mod tests {
             ..as_in(&bad)
         };
         assert!(rec.decode().is_err());
-        assert_eq!(rec.placeholder().unwrap().data().as_ref(), b"\xff\x00");
+        assert_eq!(rec.placeholder().data().as_ref(), b"\xff\x00");
         let mut structured = OutRecord::new(
             None,
             Bytes::from_static(br#"{"specversion":"1.0","id":"1","source":"s","type":"t"}"#),

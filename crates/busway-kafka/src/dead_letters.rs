@@ -26,7 +26,7 @@ use crate::broker::KafkaBroker;
 use crate::codec::{InRecord, add_due_header};
 use crate::config::KafkaConfig;
 use crate::error::{classify, creating};
-use crate::names;
+use crate::topology;
 
 /// Most records one redrive page reads, sends and confirms before moving the cursor.
 pub(crate) const PAGE_RECORDS: usize = 500;
@@ -58,7 +58,7 @@ struct Reader {
 impl Reader {
     fn new(config: &KafkaConfig, topic: &str) -> Result<Self> {
         let consumer = config
-            .plain_consumer_config(&names::dlq_cursor_group(topic))
+            .plain_consumer_config(&topology::dlq_cursor_group(topic))
             .create()
             .map_err(|e| creating(config, "creating a DLQ reader", e))?;
         Ok(Self {
@@ -249,10 +249,10 @@ async fn with_reader<T: Send + 'static>(
         .map_err(|e| Error::Closed(format!("DLQ task failed: {e}")))?
 }
 
-fn to_dead_letter(record: &InRecord) -> Option<DeadLetter> {
-    let message = record.decode().ok().or_else(|| record.placeholder())?;
+fn to_dead_letter(record: &InRecord) -> DeadLetter {
+    let message = record.decode().unwrap_or_else(|_| record.placeholder());
     let metadata = DeadLetterMetadata::from_headers(|k| record.header(k).map(str::to_owned));
-    Some(DeadLetter { message, metadata })
+    DeadLetter { message, metadata }
 }
 
 #[async_trait]
@@ -269,13 +269,13 @@ impl DeadLetters for KafkaBroker {
                 .topics()
                 .iter()
                 .map(|t| t.name().to_owned())
-                .filter(|n| names::parse_dlq(n).is_some())
+                .filter(|n| topology::parse_dlq(n).is_some())
                 .collect::<Vec<_>>())
         })
         .await?;
         let mut queues = Vec::new();
         for dlq in topics {
-            let Some((topic, group)) = names::parse_dlq(&dlq) else {
+            let Some((topic, group)) = topology::parse_dlq(&dlq) else {
                 continue;
             };
             let depth = with_reader(&config, dlq, |r| {
@@ -292,17 +292,17 @@ impl DeadLetters for KafkaBroker {
     }
 
     async fn peek(&self, topic: &str, group: &str, limit: usize) -> Result<Vec<DeadLetter>> {
-        names::validate_pair(topic, group, self.inner.config.retry_tiers)?;
-        let records = with_reader(&self.inner.config, names::dlq(topic, group), move |r| {
+        topology::validate_pair(topic, group, self.inner.config.retry_tiers)?;
+        let records = with_reader(&self.inner.config, topology::dlq(topic, group), move |r| {
             r.read(&r.spans()?, limit, usize::MAX)
         })
         .await?;
-        Ok(records.iter().filter_map(to_dead_letter).collect())
+        Ok(records.iter().map(to_dead_letter).collect())
     }
 
     async fn redrive(&self, topic: &str, group: &str, limit: Option<usize>) -> Result<usize> {
-        names::validate_pair(topic, group, self.inner.config.retry_tiers)?;
-        let dlq = names::dlq(topic, group);
+        topology::validate_pair(topic, group, self.inner.config.retry_tiers)?;
+        let dlq = topology::dlq(topic, group);
         let limit = limit.unwrap_or(usize::MAX);
         let config = self.inner.config.clone();
         let reader = blocking(move || Reader::new(&config, &dlq).map(Arc::new)).await?;
@@ -310,7 +310,7 @@ impl DeadLetters for KafkaBroker {
             let reader = reader.clone();
             blocking(move || reader.spans()).await?
         };
-        let target = names::retry(topic, group, 1);
+        let target = topology::retry(topic, group, 1);
         let mut moved = 0;
         while moved < limit {
             let page = (limit - moved).min(PAGE_RECORDS);
@@ -354,8 +354,8 @@ impl DeadLetters for KafkaBroker {
     }
 
     async fn purge(&self, topic: &str, group: &str) -> Result<usize> {
-        names::validate_pair(topic, group, self.inner.config.retry_tiers)?;
-        with_reader(&self.inner.config, names::dlq(topic, group), |r| {
+        topology::validate_pair(topic, group, self.inner.config.retry_tiers)?;
+        with_reader(&self.inner.config, topology::dlq(topic, group), |r| {
             let spans = r.spans()?;
             let depth: u64 = spans.iter().map(Span::depth).sum();
             r.advance(&spans, None)?;

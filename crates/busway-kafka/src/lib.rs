@@ -60,7 +60,8 @@
 //!   until then; every other partition keeps flowing.
 //! - **Dead letters** go to `<topic>.<group>.dlq`: the original key, value and headers plus the
 //!   standard metadata headers ([`DeadLetterMetadata`](busway_core::DeadLetterMetadata)).
-//!   Undecodable records reach the runtime as deliveries with `decode_error` set and are
+//!   Undecodable records reach the runtime as
+//!   [`Delivery::undecodable`](busway_core::Delivery::undecodable) and are
 //!   dead-lettered byte for byte (except header names that are not UTF-8, which rdkafka cannot
 //!   read or write: those are left out, with a warning). Redrive and purge move a cursor (the
 //!   committed offsets of the group `busway-dlq-cursor.<dlq topic>`), since records cannot be
@@ -75,6 +76,17 @@
 //!   [`Error::TooLarge`](busway_core::Error::TooLarge) before anything is sent. So every message
 //!   busway publishes can be redelivered and dead-lettered, metadata and all, by brokers whose
 //!   `message.max.bytes` is `max_message_bytes`.
+//!
+//! ## Modules
+//!
+//! Every busway adapter names the same parts the same way: `topology` (topic names: retry
+//! tiers, dead-letter and scheduled topics, cursor groups), `publish` (the idempotent producer
+//! and the pre-publish check), `subscribe` (one consumer per subscription: its driver, the
+//! offset ledger, pause state) with `subscribe::settle` (redelivery and dead-letter copies),
+//! `dead_letters` (list, peek, redrive, purge), `codec` (CloudEvents binary mode on records),
+//! `error` (rdkafka errors classified into busway's), `config`, `broker` (the handle) and
+//! `fuzzing` (behind the `fuzzing` feature). There is no `connection` module: librdkafka owns
+//! the connections of each producer and consumer.
 //!
 //! ## Records from other clients
 //!
@@ -92,14 +104,14 @@
 mod broker;
 mod codec;
 mod config;
-mod consumer;
 mod dead_letters;
 mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-mod names;
-mod producer;
+mod publish;
+mod subscribe;
+mod topology;
 
 pub use broker::KafkaBroker;
 pub use config::{

@@ -139,7 +139,7 @@ async fn undecodable_record_is_dead_lettered_unchanged() {
     let d =
         busway_testkit::conformance::support::next_delivery(&mut dlq_sub, Duration::from_secs(30))
             .await;
-    assert!(d.info().decode_error.is_some());
+    assert!(d.decode_error().is_some());
     assert_eq!(d.message().data().as_ref(), value);
     d.ack().await.unwrap();
 }

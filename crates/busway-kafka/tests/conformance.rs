@@ -7,15 +7,15 @@ mod common;
 
 use std::time::Duration;
 
-use busway_testkit::{Capabilities, Harness};
+use busway_testkit::{Expectations, Harness};
 
 async fn harness() -> Harness {
     let broker = common::shared_broker().await;
-    Harness::new(broker.clone(), broker.clone(), broker).capabilities(capabilities())
+    Harness::new(broker).expectations(expectations())
 }
 
-fn capabilities() -> Capabilities {
-    Capabilities {
+fn expectations() -> Expectations {
+    Expectations {
         max_message_bytes: 1024 * 1024,
         large_message_bytes: 900 * 1024,
         members_share_load: true,
@@ -27,6 +27,7 @@ fn capabilities() -> Capabilities {
 
 busway_testkit::conformance_suite! {
     harness: harness,
+    lacks: [],
     skip: [
         broker_restart_without_loss: "runs in tests/restart.rs against a private tansu it can kill and restart, not the shared broker other tests use",
         failed_settlement_neither_loses_nor_freezes: "runs in tests/refused_dead_letters.rs on librdkafka's mock cluster: tansu cannot refuse one topic's records (it enforces no message size limit, ACL or topic error)",

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use busway_kafka::KafkaBroker;
 use busway_testkit::proxy::Proxy;
-use busway_testkit::{Capabilities, Harness};
+use busway_testkit::{Expectations, Harness};
 
 /// The private broker and its proxy live in the cut hook, so they die with the harness.
 async fn harness() -> Harness {
@@ -29,11 +29,11 @@ async fn harness() -> Harness {
         proxy.cut();
         Box::pin(async {})
     });
-    Harness::new(broker.clone(), broker.clone(), broker)
-        .capabilities(Capabilities {
+    Harness::new(broker)
+        .expectations(Expectations {
             patience: Duration::from_secs(60),
             quiet_period: Duration::from_secs(1),
-            ..Capabilities::default()
+            ..Expectations::default()
         })
         .cut_connections(cut)
 }

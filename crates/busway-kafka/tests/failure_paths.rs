@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use busway_core::preflight::METADATA_HEADROOM;
 use busway_core::{
-    Consumer, DeadLetterReason, DeadLetters, Error, HandlerError, Message, Publisher,
+    Consumer, DeadLetterReason, DeadLetters, Error, HandlerError, Message, Publisher, Scheduler,
     StartPosition, SubscribeOptions, Subscriber, handler_fn,
 };
 use busway_kafka::KafkaBroker;

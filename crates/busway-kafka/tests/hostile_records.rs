@@ -168,11 +168,7 @@ async fn a_header_name_that_is_not_utf8_does_not_stop_the_consumer() {
     );
     let d = next_delivery(&mut sub, PATIENCE).await;
     assert_eq!(d.message().id(), "hostile-1");
-    assert!(
-        d.info().decode_error.is_none(),
-        "{:?}",
-        d.info().decode_error
-    );
+    assert!(d.decode_error().is_none(), "{:?}", d.decode_error());
     assert_eq!(d.message().partition_key(), Some("k"));
     d.settle(Settlement::DeadLetter(Box::new(DeadLetterMetadata {
         reason: DeadLetterReason::PermanentError,

@@ -133,11 +133,7 @@ async fn confluent_kafka_python_reads_ours_and_we_read_theirs() {
     let mut got = HashMap::new();
     for _ in 0..3 {
         let d = next_delivery(&mut sub, Duration::from_secs(60)).await;
-        assert!(
-            d.info().decode_error.is_none(),
-            "{:?}",
-            d.info().decode_error
-        );
+        assert!(d.decode_error().is_none(), "{:?}", d.decode_error());
         got.insert(d.message().id().to_owned(), d.message().clone());
         d.ack().await.unwrap();
     }
@@ -284,11 +280,7 @@ async fn the_official_python_sdk_and_busway_agree_on_the_partition_key() {
         "this case needs a record without a ce_partitionkey header: {record}"
     );
     let d = next_delivery(&mut sub, Duration::from_secs(60)).await;
-    assert!(
-        d.info().decode_error.is_none(),
-        "{:?}",
-        d.info().decode_error
-    );
+    assert!(d.decode_error().is_none(), "{:?}", d.decode_error());
     let m = d.message().clone();
     d.ack().await.unwrap();
     assert_eq!(m.id(), "sdk-1");

@@ -25,7 +25,7 @@ use busway_kafka::{KafkaBroker, KafkaConfig};
 use busway_testkit::conformance::support::{
     eventually, next_delivery, number_of, numbered, unique,
 };
-use busway_testkit::{Capabilities, Harness};
+use busway_testkit::{Expectations, Harness};
 use chrono::Utc;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::RDKafkaRespErr;
@@ -134,11 +134,11 @@ async fn harness() -> Harness {
         .await
         .expect("connect to the mock cluster");
     let faults = mock.clone();
-    Harness::new(broker.clone(), broker.clone(), broker)
-        .capabilities(Capabilities {
+    Harness::new(broker)
+        .expectations(Expectations {
             patience: PATIENCE,
             quiet_period: Duration::from_secs(1),
-            ..Capabilities::default()
+            ..Expectations::default()
         })
         // The scenario names its topic and group here first: the topics are created with them.
         .refuse_dead_letters(Arc::new(move |topic, group, refuse| {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use busway_kafka::KafkaBroker;
-use busway_testkit::{Capabilities, Harness};
+use busway_testkit::{Expectations, Harness};
 use tokio::sync::Mutex;
 
 /// The private broker lives in the restart hook, so it dies with the harness.
@@ -25,11 +25,11 @@ async fn harness() -> Harness {
         let tansu = tansu.clone();
         Box::pin(async move { tansu.lock().await.restart().await })
     });
-    Harness::new(broker.clone(), broker.clone(), broker)
-        .capabilities(Capabilities {
+    Harness::new(broker)
+        .expectations(Expectations {
             patience: Duration::from_secs(60),
             quiet_period: Duration::from_secs(1),
-            ..Capabilities::default()
+            ..Expectations::default()
         })
         .restart(restart)
 }

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use busway_core::{
-    Error, Message, Publisher, Result, StartPosition, SubscribeOptions, Subscriber, Subscription,
+    Broker, Capabilities, Error, Message, Publisher, Result, Scheduler, StartPosition,
+    SubscribeOptions, Subscriber, Subscription,
 };
 use chrono::{DateTime, Utc};
 
@@ -232,7 +233,10 @@ impl Publisher for MemoryBroker {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl Scheduler for MemoryBroker {
     /// Holds the message in every group's queue until it is due: it takes a slot of each group
     /// now (a full group makes this wait, then fail, as a publish would), so it is never
     /// dropped later. A topic no group has joined has nobody to deliver to: `Unroutable`.
@@ -267,11 +271,30 @@ impl Subscriber for MemoryBroker {
     ) -> Result<Box<dyn Subscription>> {
         busway_core::preflight::check_name("topic", topic)?;
         busway_core::preflight::check_name("group", group)?;
+        self.capabilities().check_subscribe(&options)?;
         let (queue, backlog) = self.join(topic, group, &options);
         for message in backlog {
             let slot = self.reserve(&queue).await?;
             queue.push(Entry::new(message, slot));
         }
         Ok(Box::new(queue.subscribe()))
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::new("the in-process broker");
+        caps.per_key_ordering = true;
+        caps.scheduling = true;
+        // A new group starts with what the topic retains.
+        caps.replays_history = true;
+        // Everything lives in this process.
+        caps.survives_broker_restart = false;
+        caps.remote = false;
+        caps
+    }
+
+    fn scheduler(self: Arc<Self>) -> Option<Arc<dyn Scheduler>> {
+        Some(self)
     }
 }

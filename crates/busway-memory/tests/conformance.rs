@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use busway_memory::{MemoryBroker, MemoryConfig};
-use busway_testkit::{Capabilities, Harness};
+use busway_testkit::{Expectations, Harness};
 
 async fn harness() -> Harness {
     let broker = MemoryBroker::with_config(MemoryConfig {
@@ -14,11 +14,11 @@ async fn harness() -> Harness {
     })
     .unwrap();
     let faults = broker.clone();
-    Harness::new(broker.clone(), broker.clone(), broker)
-        .capabilities(Capabilities {
+    Harness::new(broker)
+        .expectations(Expectations {
             max_message_bytes: 1024 * 1024,
             large_message_bytes: 1000 * 1024,
-            ..Capabilities::default()
+            ..Expectations::default()
         })
         .refuse_dead_letters(Arc::new(move |topic, group, refuse| {
             faults.refuse_dead_letters(&topic, &group, refuse);
@@ -28,8 +28,6 @@ async fn harness() -> Harness {
 
 busway_testkit::conformance_suite! {
     harness: harness,
-    skip: [
-        broker_restart_without_loss: "the in-process broker lives in the test process: there is nothing to restart",
-        connection_cut_redelivers_unsettled: "the in-process broker has no connection to cut",
-    ],
+    lacks: [survives_broker_restart, remote],
+    skip: [],
 }

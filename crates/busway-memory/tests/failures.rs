@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use busway_core::{
     Backoff, Claim, Consumer, ConsumerHealth, DeadLetterAlert, DeadLetters, Delivery, Error,
     ErrorKind, HandlerError, IdempotencyStore, Incoming, MemoryIdempotencyStore, Message,
-    Publisher, RedeliveryPolicy, Result, RetryPolicy, Settle, Settlement, SubscribeOptions,
-    Subscriber, Subscription, handler_fn,
+    Publisher, RedeliveryPolicy, Result, RetryPolicy, Scheduler, Settle, Settlement,
+    SubscribeOptions, Subscriber, Subscription, handler_fn,
 };
 use busway_memory::{MemoryBroker, MemoryConfig};
 

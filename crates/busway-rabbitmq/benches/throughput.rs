@@ -435,7 +435,7 @@ async fn consume_chunk(receiver: &mut Receiver, n: usize) -> Duration {
         Receiver::Busway(sub) => {
             for _ in 0..n {
                 let delivery = sub.next().await.unwrap().unwrap();
-                assert!(delivery.info().decode_error.is_none());
+                assert!(delivery.decode_error().is_none());
                 delivery.ack().await.unwrap();
             }
         }

@@ -3,13 +3,14 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use busway_core::Result;
 use busway_core::preflight::SizeLimit;
+use busway_core::{Broker, Capabilities, Result, Scheduler};
 
 use crate::config::RabbitMqConfig;
 use crate::connection::{ChannelSlot, Settings, Supervised};
-use crate::topology::Topology;
+use crate::topology::{self, Topology};
 
 /// busway's RabbitMQ adapter: a [`Publisher`](busway_core::Publisher),
 /// [`Subscriber`](busway_core::Subscriber) and [`DeadLetters`](busway_core::DeadLetters) on
@@ -135,5 +136,27 @@ impl RabbitMqBroker {
     /// The configuration in force.
     pub fn config(&self) -> &RabbitMqConfig {
         &self.shared.config
+    }
+}
+
+impl Broker for RabbitMqBroker {
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::new("RabbitMQ");
+        // Single-active-consumer queues.
+        caps.per_key_ordering = true;
+        caps.scheduling = true;
+        // Schedule queues hold a message for its TTL, a 32-bit count of milliseconds.
+        caps.max_schedule_ahead = Some(Duration::from_millis(topology::MAX_DELAY_MS));
+        // Queues keep no history: a new group's queue receives what is published after it is
+        // bound.
+        caps.replays_history = false;
+        // Durable exchanges and queues, persistent messages.
+        caps.survives_broker_restart = true;
+        caps.remote = true;
+        caps
+    }
+
+    fn scheduler(self: Arc<Self>) -> Option<Arc<dyn Scheduler>> {
+        Some(self)
     }
 }

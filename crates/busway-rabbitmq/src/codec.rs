@@ -211,33 +211,14 @@ fn header_text(attr: &str, value: &AMQPValue) -> Result<String> {
     Ok(text)
 }
 
-/// A stand-in for a message that could not be decoded, so the runtime can dead-letter it (it
-/// never reaches a handler) and dead-letter listings can show it. The bytes are the original.
-pub(crate) fn undecodable(props: &BasicProperties, body: Bytes, topic: &str) -> Message {
-    let id = props
+/// The broker's message id, where the publisher set a non-empty one: the id of the stand-in for
+/// a message that could not be decoded ([`Message::undecodable`]).
+pub(crate) fn message_id(props: &BasicProperties) -> Option<&str> {
+    props
         .message_id()
         .as_ref()
-        .map(|s| s.as_str().to_owned())
+        .map(|s| s.as_str())
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "undecodable".to_owned());
-    let mut builder =
-        Message::from_wire(id, format!("rabbitmq:{topic}"), "busway.undecodable").data(body);
-    if let Some(ct) = props
-        .content_type()
-        .as_ref()
-        .filter(|ct| !ct.as_str().is_empty())
-    {
-        builder = builder.datacontenttype(ct.as_str());
-    }
-    builder.build().unwrap_or_else(|_| fallback_placeholder())
-}
-
-#[allow(clippy::expect_used)]
-fn fallback_placeholder() -> Message {
-    // Constant, valid attributes: building cannot fail.
-    Message::from_wire("undecodable", "rabbitmq:unknown", "busway.undecodable")
-        .build()
-        .expect("constant attributes are valid")
 }
 
 /// Attempt number and first failure of a delivery: the attempt a redelivery copy says its

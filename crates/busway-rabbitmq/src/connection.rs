@@ -39,7 +39,7 @@ impl Link {
         self.conn
             .create_channel()
             .await
-            .map_err(|e| error::map(e, &format!("opening a channel for {what}")))
+            .map_err(|e| error::classify(e, &format!("opening a channel for {what}")))
     }
 }
 
@@ -136,7 +136,7 @@ impl Supervised {
 
 async fn open(settings: &Settings) -> Result<Connection> {
     let runtime = lapin::runtime::default_runtime()
-        .map_err(|e| error::map(e, "starting lapin on the tokio runtime"))?;
+        .map_err(|e| error::classify(e, "starting lapin on the tokio runtime"))?;
     let properties = ConnectionProperties::default()
         .with_connection_name(settings.name.clone().into())
         .with_client_property("product".into(), "busway".into());
@@ -147,7 +147,7 @@ async fn open(settings: &Settings) -> Result<Connection> {
         runtime,
     )
     .await
-    .map_err(|e| error::map(e, &format!("connecting to {}", settings.display)))
+    .map_err(|e| error::classify(e, &format!("connecting to {}", settings.display)))
 }
 
 async fn supervise(
@@ -278,7 +278,7 @@ impl ChannelSlot {
         if self.confirms {
             ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
                 .await
-                .map_err(|e| error::map(e, "enabling publisher confirms"))?;
+                .map_err(|e| error::classify(e, "enabling publisher confirms"))?;
         }
         *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((link.generation, ch.clone()));
         Ok(ch)

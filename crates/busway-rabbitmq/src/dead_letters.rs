@@ -5,7 +5,9 @@
 //! time: the copy sent to the group's queue is confirmed before the dead letter is acked.
 
 use async_trait::async_trait;
-use busway_core::{DeadLetter, DeadLetterMetadata, DeadLetterQueue, DeadLetters, Error, Result};
+use busway_core::{
+    DeadLetter, DeadLetterMetadata, DeadLetterQueue, DeadLetters, Error, Message, Result,
+};
 use bytes::Bytes;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions, QueuePurgeOptions,
@@ -16,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::broker::RabbitMqBroker;
 use crate::connection::Link;
-use crate::publisher::{Ensure, Outgoing};
+use crate::publish::{Ensure, Outgoing};
 use crate::topology::{self, short};
 use crate::{codec, error};
 
@@ -34,7 +36,7 @@ impl RabbitMqBroker {
     fn dead_letter(props: &BasicProperties, data: Vec<u8>, topic: &str) -> DeadLetter {
         let body = Bytes::from(data);
         let message = codec::decode(props, body.clone(), topic)
-            .unwrap_or_else(|_| codec::undecodable(props, body, topic));
+            .unwrap_or_else(|_| Message::undecodable(body, codec::message_id(props)));
         let metadata = DeadLetterMetadata::from_headers(|name| codec::header(props, name));
         DeadLetter { message, metadata }
     }
@@ -78,7 +80,7 @@ impl DeadLetters for RabbitMqBroker {
                 }
                 // The broker closed the channel with the 404; the next check opens another.
                 Err(e) if error::is_not_found(&e) => {}
-                Err(e) => return Err(error::map(e, &format!("inspecting queue `{name}`"))),
+                Err(e) => return Err(error::classify(e, &format!("inspecting queue `{name}`"))),
             }
         }
         if let Some(ch) = channel {
@@ -108,13 +110,13 @@ impl DeadLetters for RabbitMqBroker {
                 }
                 Ok(None) => break,
                 Err(e) if error::is_not_found(&e) => return Ok(Vec::new()),
-                Err(e) => return Err(error::map(e, &format!("peeking queue `{name}`"))),
+                Err(e) => return Err(error::classify(e, &format!("peeking queue `{name}`"))),
             }
         }
         if let Some(tag) = last_tag {
             ch.basic_nack(tag, REQUEUE)
                 .await
-                .map_err(|e| error::map(e, "giving peeked dead letters back"))?;
+                .map_err(|e| error::classify(e, "giving peeked dead letters back"))?;
         }
         done(ch).await;
         Ok(letters)
@@ -144,7 +146,7 @@ impl DeadLetters for RabbitMqBroker {
                         ),
                     ));
                 }
-                Err(e) => return Err(error::map(e, &format!("reading queue `{name}`"))),
+                Err(e) => return Err(error::classify(e, &format!("reading queue `{name}`"))),
             };
             // Back to the group as it was first published: no dead-letter metadata, no attempt
             // count (it gets a fresh set of attempts), no broker dead-lettering history.
@@ -174,7 +176,7 @@ impl DeadLetters for RabbitMqBroker {
                         source: None,
                     });
                 }
-                Err(e) => return Err(error::map(e, "acknowledging a redriven dead letter")),
+                Err(e) => return Err(error::classify(e, "acknowledging a redriven dead letter")),
             }
         }
         done(ch).await;
@@ -193,7 +195,7 @@ impl DeadLetters for RabbitMqBroker {
         {
             Ok(n) => n,
             Err(e) if error::is_not_found(&e) => return Ok(0),
-            Err(e) => return Err(error::map(e, &format!("purging queue `{name}`"))),
+            Err(e) => return Err(error::classify(e, &format!("purging queue `{name}`"))),
         };
         done(ch).await;
         Ok(usize::try_from(purged).unwrap_or(usize::MAX))

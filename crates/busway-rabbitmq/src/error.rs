@@ -6,7 +6,7 @@ use lapin::ErrorKind as LapinKind;
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 
 /// Maps a lapin error met while doing `what` (e.g. "publishing to topic `orders`").
-pub(crate) fn map(error: lapin::Error, what: &str) -> Error {
+pub(crate) fn classify(error: lapin::Error, what: &str) -> Error {
     match error.kind() {
         LapinKind::ProtocolError(amqp) => {
             let text = format!("{what}: {} ({})", amqp.get_message(), amqp.get_id());
@@ -68,18 +68,18 @@ mod tests {
 
     #[test]
     fn classification() {
-        let auth = map(
+        let auth = classify(
             protocol(AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)),
             "connecting",
         );
         assert_eq!(auth.kind(), ErrorKind::Auth);
-        let forced = map(
+        let forced = classify(
             protocol(AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED)),
             "publishing",
         );
         assert_eq!(forced.kind(), ErrorKind::Connection);
         assert!(forced.is_transient());
-        let refused = map(
+        let refused = classify(
             protocol(AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)),
             "publishing",
         );
@@ -90,8 +90,8 @@ mod tests {
             "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q'".into(),
         ))
         .into();
-        assert_eq!(map(conflict, "declaring").kind(), ErrorKind::Config);
-        let io = map(
+        assert_eq!(classify(conflict, "declaring").kind(), ErrorKind::Config);
+        let io = classify(
             lapin::Error::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
             "publishing",
         );

@@ -61,8 +61,11 @@
 //!   [`DeadLetters::list`](busway_core::DeadLetters::list) covers the groups this handle has
 //!   subscribed to or inspected: AMQP 0-9-1 cannot enumerate queues.
 //! - **Limits of RabbitMQ queues**: a new group starts with the messages published after its
-//!   queue exists ([`StartPosition::Earliest`](busway_core::StartPosition) has no history to
-//!   replay); a message that was prefetched but never handed out, then given back by
+//!   queue exists: there is no history to replay, so
+//!   [`StartPosition::Earliest`](busway_core::StartPosition) fails at `subscribe` with a
+//!   configuration error naming `start_position` (even for a queue that exists already, where
+//!   it would change nothing: whether a consumer starts must not depend on the broker's state);
+//!   a message that was prefetched but never handed out, then given back by
 //!   `close`, counts as a delivery attempt (the broker flags it redelivered).
 //! - Connection loss without a TCP reset is detected by AMQP heartbeats: set
 //!   `?heartbeat=10` in the URL for detection within ~20 s (the broker default is 60 s).
@@ -73,9 +76,20 @@
 //! `content_type`, `timestamp` and `correlation_id`, and `cloudEvents_*` headers for the other
 //! attributes; structured mode is read. Messages from
 //! clients that know nothing of CloudEvents are read from their native properties. A message
-//! that cannot be decoded reaches the runtime with
-//! [`DeliveryInfo::decode_error`](busway_core::DeliveryInfo) set and is dead-lettered,
+//! that cannot be decoded reaches the runtime as
+//! [`Delivery::undecodable`](busway_core::Delivery::undecodable) and is dead-lettered,
 //! bytes and properties unchanged.
+//!
+//! ## Modules
+//!
+//! Every busway adapter names the same parts the same way: `connection` (the two AMQP
+//! connections, publishing and consuming, and reconnection), `topology` (exchange and queue
+//! names and declarations), `publish` (confirmed publishing, the pre-publish check), `subscribe`
+//! (consuming a group's queue) with `subscribe::settle` (ack, redelivery copy, dead letter),
+//! `dead_letters` (list, peek, redrive, purge), [`codec`] (CloudEvents on AMQP 0-9-1), `error`
+//! (lapin errors classified into busway's), `config`, `broker` (the handle tying them together)
+//! and `fuzzing` (behind the `fuzzing` feature). `parked` is RabbitMQ's own: scheduled messages that fell due while no group
+//! was bound.
 //!
 //! ## Example
 //!
@@ -111,8 +125,8 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod parked;
-mod publisher;
-mod subscriber;
+mod publish;
+mod subscribe;
 mod topology;
 
 pub use broker::RabbitMqBroker;

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::broker::Shared;
 use crate::connection::Link;
-use crate::publisher::{Ensure, Outgoing};
+use crate::publish::{Ensure, Outgoing};
 use crate::topology::{self, short};
 use crate::{codec, error};
 
@@ -51,7 +51,7 @@ impl Shared {
                 Ok(None) => break Ok(released),
                 // Nothing was ever parked here (or the topology is someone else's to declare).
                 Err(e) if error::is_not_found(&e) => break Ok(released),
-                Err(e) => break Err(error::map(e, &format!("reading queue `{queue}`"))),
+                Err(e) => break Err(error::classify(e, &format!("reading queue `{queue}`"))),
             };
             // The broker's dead-lettering history belongs to the parking, not to the message.
             let props = codec::with_headers(&got.properties, |h| {

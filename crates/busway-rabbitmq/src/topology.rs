@@ -104,9 +104,8 @@ pub(crate) fn quantize(delay: Duration) -> u64 {
 
 /// Checks that a topic or group can name RabbitMQ objects.
 pub(crate) fn check_name(field: &str, name: &str) -> Result<()> {
-    if name.is_empty() {
-        return Err(Error::config(field, "must not be empty"));
-    }
+    // busway's own rules first (not empty, bounded for dead-letter metadata), then the broker's.
+    busway_core::preflight::check_name(field, name)?;
     if name.starts_with("amq.") {
         return Err(Error::config(
             field,
@@ -205,14 +204,14 @@ impl Topology {
             args,
         )
         .await
-        .map_err(|e| error::map(e, &format!("declaring exchange `{name}`")))
+        .map_err(|e| error::classify(e, &format!("declaring exchange `{name}`")))
     }
 
     async fn declare_queue(&self, ch: &Channel, name: &str, args: FieldTable) -> Result<()> {
         ch.queue_declare(short(name)?, QueueDeclareOptions::durable(), args)
             .await
             .map(drop)
-            .map_err(|e| error::map(e, &format!("declaring queue `{name}`")))
+            .map_err(|e| error::classify(e, &format!("declaring queue `{name}`")))
     }
 
     async fn bind(&self, ch: &Channel, queue: &str, exchange: &str, key: &str) -> Result<()> {
@@ -225,7 +224,7 @@ impl Topology {
         )
         .await
         .map_err(|e| {
-            error::map(
+            error::classify(
                 e,
                 &format!("binding queue `{queue}` to exchange `{exchange}`"),
             )

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use busway_core::{
-    DeadLetterReason, DeadLetters, ErrorKind, HandlerError, Message, Ordering, Publisher,
+    Broker, DeadLetterReason, DeadLetters, ErrorKind, HandlerError, Message, Ordering, Publisher,
     SubscribeOptions, Subscriber, handler_fn,
 };
 use busway_rabbitmq::{QueueType, RabbitMqBroker, RabbitMqConfig, ReconnectConfig};
@@ -90,7 +90,7 @@ async fn foreign_message_with_native_properties_is_consumed() {
     .await;
     let d = next_delivery(&mut sub, PATIENCE).await;
     let m = d.message();
-    assert_eq!(d.info().decode_error, None);
+    assert_eq!(d.decode_error(), None);
     assert_eq!(m.id(), "legacy-1");
     assert_eq!(m.ty(), "legacy.order.created");
     assert_eq!(m.source(), "legacy-app");
@@ -505,4 +505,25 @@ async fn dead_letters_redrive_only_to_their_group() {
     );
     d.ack().await.unwrap();
     assert_eq!(broker.purge(&topic, "failing").await.unwrap(), 0);
+}
+
+/// RabbitMQ queues keep no history: asking a group to start at the earliest message is refused
+/// when subscribing, naming the setting, rather than quietly starting at the latest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn earliest_start_position_is_refused_at_subscribe() {
+    let (config, _) = common::config("earliest").await;
+    let broker = common::connect(config).await;
+    let topic = common::unique("earliest");
+    let err = broker
+        .subscribe(
+            &topic,
+            "g",
+            SubscribeOptions::default().start(busway_core::StartPosition::Earliest),
+        )
+        .await
+        .err()
+        .expect("`earliest` must be refused");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("start_position"), "{err}");
+    assert!(!broker.capabilities().replays_history);
 }

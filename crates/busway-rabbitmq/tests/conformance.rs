@@ -6,6 +6,7 @@ mod common;
 
 busway_testkit::conformance_suite! {
     harness: harness,
+    lacks: [],
     skip: [],
 }
 

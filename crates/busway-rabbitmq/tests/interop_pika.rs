@@ -96,7 +96,7 @@ async fn pika_publishes_to_busway() {
     let mut got = std::collections::BTreeMap::new();
     for _ in 0..3 {
         let d = next_delivery(&mut sub, PATIENCE).await;
-        assert_eq!(d.info().decode_error, None, "{:?}", d.message());
+        assert_eq!(d.decode_error(), None, "{:?}", d.message());
         got.insert(d.message().id().to_owned(), d.message().clone());
         d.ack().await.unwrap();
     }

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use busway_core::{ErrorKind, Message, Publisher, SubscribeOptions, Subscriber};
+use busway_core::{ErrorKind, Message, Scheduler, SubscribeOptions, Subscriber};
 use busway_rabbitmq::QueueType;
 use busway_testkit::conformance::support::next_delivery;
 use chrono::Utc;

@@ -11,7 +11,7 @@ use busway_testkit::Harness;
 
 async fn harness() -> Harness {
     let broker = MemoryBroker::new();
-    Harness::new(broker.clone(), broker.clone(), broker)
+    Harness::new(broker)
 }
 
 e2e_tests!(harness);

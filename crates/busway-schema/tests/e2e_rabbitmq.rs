@@ -14,7 +14,7 @@ async fn harness() -> Harness {
         RabbitMqBroker::connect(RabbitMqConfig::new(url).connection_name("busway-schema-e2e"))
             .await
             .expect("connect to the test RabbitMQ");
-    Harness::new(broker.clone(), broker.clone(), broker)
+    Harness::new(broker)
 }
 
 e2e_tests!(harness);

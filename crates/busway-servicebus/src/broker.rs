@@ -8,16 +8,17 @@ use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
 use busway_core::preflight::{SizeLimit, check_name};
 use busway_core::{
-    Message, Ordering, Publisher, Result, SubscribeOptions, Subscriber, Subscription,
+    Broker, Capabilities, Message, Ordering, Publisher, Result, Scheduler, SubscribeOptions,
+    Subscriber, Subscription,
 };
 use chrono::{DateTime, Utc};
 
-use crate::client::{Connection, Connector};
 use crate::codec;
 use crate::config::ServiceBusConfig;
-use crate::receive::{self, Context};
-use crate::rules;
-use crate::senders::Senders;
+use crate::connection::{Connection, Connector};
+use crate::publish::Senders;
+use crate::subscribe::{self, Context};
+use crate::topology;
 
 /// busway's Service Bus adapter: [`Publisher`], [`Subscriber`] and
 /// [`DeadLetters`](busway_core::DeadLetters) on one AMQP connection.
@@ -206,7 +207,7 @@ impl ServiceBusBroker {
         if known {
             return Ok(());
         }
-        rules::ensure(
+        topology::ensure(
             &self.inner.connection,
             &key.0,
             group,
@@ -250,7 +251,10 @@ impl Publisher for ServiceBusBroker {
             .send_batched(&self.entity(topic), encoded, self.inner.limit.broker())
             .await
     }
+}
 
+#[async_trait]
+impl Scheduler for ServiceBusBroker {
     async fn schedule(
         &self,
         topic: &str,
@@ -276,6 +280,7 @@ impl Subscriber for ServiceBusBroker {
     ) -> Result<Box<dyn Subscription>> {
         check_name("topic", topic)?;
         check_name("group", group)?;
+        self.capabilities().check_subscribe(&options)?;
         let queue = self.is_queue(topic);
         // Refused here, at startup, rather than by sending a copy later that would reach other
         // groups (or by holding a lock in process, which a crash loses).
@@ -294,10 +299,10 @@ impl Subscriber for ServiceBusBroker {
         });
         match options.ordering {
             Ordering::Unordered => {
-                receive::plain(self.inner.connection.clone(), ctx, options.prefetch).await
+                subscribe::plain(self.inner.connection.clone(), ctx, options.prefetch).await
             }
             Ordering::PerKey => {
-                receive::sessions(
+                subscribe::sessions(
                     &self.inner.connector,
                     ctx,
                     options.prefetch,
@@ -308,5 +313,24 @@ impl Subscriber for ServiceBusBroker {
                 .await
             }
         }
+    }
+}
+
+impl Broker for ServiceBusBroker {
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::new("Service Bus");
+        // Sessions, on subscriptions that require them.
+        caps.per_key_ordering = true;
+        caps.scheduling = true;
+        // A subscription holds what arrived since it was created; a topic keeps no log to
+        // replay.
+        caps.replays_history = false;
+        caps.survives_broker_restart = true;
+        caps.remote = true;
+        caps
+    }
+
+    fn scheduler(self: Arc<Self>) -> Option<Arc<dyn Scheduler>> {
+        Some(self)
     }
 }

@@ -241,8 +241,9 @@ fn body(raw: &AmqpMessage<Body<Value>>) -> std::result::Result<Bytes, String> {
     }
 }
 
-/// What an undecodable message looks like to the runtime: the raw body under a placeholder
-/// envelope, so the handler is skipped and the original is dead-lettered unchanged.
+/// What an undecodable message looks like to the runtime: busway-core's stand-in with the raw
+/// body and the broker's message id, so the handler is skipped and the original is
+/// dead-lettered unchanged.
 fn stand_in(raw: &AmqpMessage<Body<Value>>, data: Bytes) -> Message {
     let id = raw
         .properties
@@ -253,23 +254,8 @@ fn stand_in(raw: &AmqpMessage<Body<Value>>, data: Bytes) -> Message {
             MessageId::Ulong(n) => n.to_string(),
             MessageId::Uuid(u) => uuid::Uuid::from_bytes(*u.as_inner()).to_string(),
             MessageId::Binary(b) => format!("{:02x?}", &b[..]),
-        })
-        .filter(|id| !id.is_empty())
-        .unwrap_or_else(|| "undecodable".to_owned());
-    let envelope = |id: String, data: Bytes| {
-        Message::from_wire(id, "urn:busway:servicebus", "busway.undecodable")
-            .data(data)
-            .build()
-    };
-    // The constant envelope is always valid; the fallback only guards against an id the core
-    // refuses.
-    envelope(id, data.clone())
-        .or_else(|_| envelope("undecodable".to_owned(), data))
-        .unwrap_or_else(|_| {
-            Message::builder("urn:busway:servicebus", "busway.undecodable")
-                .build()
-                .unwrap_or_else(|_| unreachable!())
-        })
+        });
+    Message::undecodable(data, id.as_deref())
 }
 
 /// A message as a receiver sees it after `sb` was sent: the same sections, the body as one Data

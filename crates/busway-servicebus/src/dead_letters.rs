@@ -10,8 +10,8 @@ use azservicebus::{
 use busway_core::{DeadLetter, DeadLetterQueue, DeadLetters, Result};
 
 use crate::broker::ServiceBusBroker;
-use crate::client::CLOSE_TIMEOUT;
 use crate::codec;
+use crate::connection::CLOSE_TIMEOUT;
 use crate::error::classify;
 
 /// Messages asked for per round trip.

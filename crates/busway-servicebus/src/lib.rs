@@ -53,6 +53,20 @@
 //! configuration error naming the setting otherwise, as it does for a rule of the
 //! subscription's own that would also take other groups' copies.
 //!
+//! ## Modules
+//!
+//! Every busway adapter names the same parts the same way: `connection` (the AMQP connection,
+//! its credentials and reconnection), `topology` (the subscription rules busway relies on),
+//! `publish` (cached senders, retried sends, the pre-publish check), `subscribe` (receivers,
+//! plain and session, and the pump that owns the link and settles on it: complete, abandon,
+//! scheduled copy, dead-letter subqueue) with `subscribe::settle` (the handle that asks it), `dead_letters` (list, peek, redrive, purge),
+//! `codec` (the CloudEvents AMQP binding), `error` (client errors classified into busway's),
+//! `config`, `broker` (the handle) and `fuzzing` (behind the `fuzzing` feature).
+//!
+//! A subscription holds what arrived since it was created; the topic keeps no log to replay, so
+//! [`StartPosition::Earliest`](busway_core::StartPosition) fails at `subscribe` with a
+//! configuration error naming `start_position`.
+//!
 //! Plain AMQP (emulators) is used only towards a loopback address unless
 //! [`ServiceBusConfig::insecure`] allows otherwise (logged at WARN).
 //!
@@ -62,17 +76,17 @@
 //! itself (links reopened, publishes retried).
 
 mod broker;
-mod client;
 mod codec;
 mod config;
+mod connection;
 mod dead_letters;
 mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-mod receive;
-mod rules;
-mod senders;
+mod publish;
+mod subscribe;
+mod topology;
 
 pub use azure_core::credentials::TokenCredential;
 pub use broker::ServiceBusBroker;

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use busway_testkit::{Capabilities, Harness};
+use busway_testkit::{Expectations, Harness};
 
 /// The adapter connects through a TCP proxy (emulators: plain AMQP), so that the
 /// connection-cut scenario can cut its connections like a network failure would.
@@ -20,12 +20,12 @@ async fn harness() -> Harness {
     }
     let pooled = common::Pooled::new(server).await;
     let faults = pooled.clone();
-    let harness = Harness::new(pooled.clone(), pooled.clone(), pooled)
+    let harness = Harness::new(pooled)
         .refuse_dead_letters(Arc::new(move |topic, group, refuse| {
             let faults = faults.clone();
             Box::pin(async move { faults.refuse_dead_letters(&topic, &group, refuse).await })
         }))
-        .capabilities(Capabilities {
+        .expectations(Expectations {
             max_message_bytes: busway_servicebus::STANDARD_MAX_MESSAGE_BYTES,
             large_message_bytes: 200 * 1024,
             members_share_load: true,
@@ -44,6 +44,7 @@ async fn harness() -> Harness {
 
 busway_testkit::conformance_suite! {
     harness: harness,
+    lacks: [],
     skip: [
         broker_restart_without_loss: "Service Bus emulators (official and busway-sb-emulator) keep no messages across a restart, and a test cannot restart a real namespace",
     ],

@@ -17,4 +17,4 @@ pub mod conformance;
 pub mod fixtures;
 pub mod proxy;
 
-pub use conformance::{Capabilities, Harness};
+pub use conformance::{Expectations, Harness};

@@ -47,8 +47,8 @@ struct Job {
     message: Message,
     info: Arc<DeliveryInfo>,
     settle: Box<dyn Settle>,
-    /// The handler stack's future; `None` when the delivery is undecodable.
-    work: Option<BoxFuture<'static, Result<(), HandlerError>>>,
+    /// The handler stack's future, or why the delivery is undecodable (no handler runs).
+    work: std::result::Result<BoxFuture<'static, Result<(), HandlerError>>, String>,
     lane: Option<LaneTicket>,
     _permit: OwnedSemaphorePermit,
 }
@@ -190,26 +190,30 @@ impl Runtime {
         lanes: &mut Lanes,
     ) -> Job {
         Stats::bump(&self.stats.received);
+        let decode_error = delivery.decode_error().map(str::to_owned);
         let (message, info, settle) = delivery.into_parts();
         let info = Arc::new(info);
-        let work = info.decode_error.is_none().then(|| {
-            let incoming = Incoming::new(message.clone(), info.clone());
-            // The stack's `call` runs on this loop's task: a panic in a layer must not end it.
-            let site = PanicSite::of(&incoming);
-            match std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(incoming))) {
-                Ok(fut) => async move {
-                    // A panic in a layer's future (the handler's own is caught closer to it).
-                    match AssertUnwindSafe(fut).catch_unwind().await {
-                        Ok(result) => result,
-                        Err(payload) => Err(caught(payload.as_ref(), Some(&site))),
+        let work = match decode_error {
+            Some(reason) => Err(reason),
+            None => Ok({
+                let incoming = Incoming::new(message.clone(), info.clone());
+                // The stack's `call` runs on this loop's task: a panic in a layer must not end it.
+                let site = PanicSite::of(&incoming);
+                match std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(incoming))) {
+                    Ok(fut) => async move {
+                        // A panic in a layer's future (the handler's own is caught closer to it).
+                        match AssertUnwindSafe(fut).catch_unwind().await {
+                            Ok(result) => result,
+                            Err(payload) => Err(caught(payload.as_ref(), Some(&site))),
+                        }
+                    }
+                    .boxed(),
+                    Err(payload) => {
+                        std::future::ready(Err(caught(payload.as_ref(), Some(&site)))).boxed()
                     }
                 }
-                .boxed(),
-                Err(payload) => {
-                    std::future::ready(Err(caught(payload.as_ref(), Some(&site)))).boxed()
-                }
-            }
-        });
+            }),
+        };
         let key = match (&info.ordering_key, self.settings.ordering) {
             (Some(key), _) => Some(key.as_str()),
             (None, Ordering::PerKey) => message.partition_key(),
@@ -232,8 +236,8 @@ async fn process(mut job: Job, settings: Arc<Settings>, stats: Arc<Stats>) {
         // Err means the previous job ended (its sender dropped): either way it is done.
         let _ = previous.await;
     }
-    let settlement = match (job.work, &job.info.decode_error) {
-        (Some(work), _) if settings.auto_ack => {
+    let settlement = match job.work {
+        Ok(work) if settings.auto_ack => {
             // At-most-once: the handler runs only once the broker has forgotten the message.
             if settle(
                 job.settle,
@@ -250,9 +254,8 @@ async fn process(mut job: Job, settings: Arc<Settings>, stats: Arc<Stats>) {
             }
             return;
         }
-        (Some(work), _) => decide(work.await, &job.info, &settings.redelivery),
-        (None, Some(reason)) => dead_letter(&job.info, DeadLetterReason::Undecodable, reason),
-        (None, None) => dead_letter(&job.info, DeadLetterReason::Undecodable, "no handler ran"),
+        Ok(work) => decide(work.await, &job.info, &settings.redelivery),
+        Err(reason) => dead_letter(&job.info, DeadLetterReason::Undecodable, &reason),
     };
     settle(
         job.settle,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use busway_rabbitmq::{QueueType, RabbitMqBroker, RabbitMqConfig};
-use busway_testkit::{Capabilities, Harness};
+use busway_testkit::{Expectations, Harness};
 
 /// The test broker's URL (`BUSWAY_RABBITMQ_URL`, or a testcontainers RabbitMQ).
 pub async fn url() -> String {
@@ -156,8 +156,8 @@ pub async fn harness(queue_type: QueueType) -> Harness {
     };
     let restart: busway_testkit::conformance::Restart = Arc::new(close_ours.clone());
     let cut: busway_testkit::conformance::BrokerAction = Arc::new(close_ours);
-    Harness::new(broker.clone(), broker.clone(), broker)
-        .capabilities(Capabilities {
+    Harness::new(broker)
+        .expectations(Expectations {
             max_message_bytes: CONFORMANCE_MAX_MESSAGE_BYTES,
             large_message_bytes: 3 * 1024 * 1024,
             members_share_load: true,

@@ -27,8 +27,8 @@ use azservicebus::{
     ServiceBusRetryOptions, SubQueue,
 };
 use busway_core::{
-    DeadLetter, DeadLetterQueue, DeadLetters, Message, Ordering, Publisher, Result,
-    SubscribeOptions, Subscriber, Subscription,
+    Broker, Capabilities, DeadLetter, DeadLetterQueue, DeadLetters, Message, Ordering, Publisher,
+    Result, Scheduler, SubscribeOptions, Subscriber, Subscription,
 };
 use busway_sb_emulator::{
     CorrelationFilter, Emulator, EmulatorHandle, RuleConfig, SubscriptionConfig, TopicConfig,
@@ -587,9 +587,22 @@ impl Publisher for Pooled {
         self.map(topic, Ordering::Unordered).await;
         self.broker.publish_batch(topic, messages).await
     }
+}
+
+#[async_trait]
+impl Scheduler for Pooled {
     async fn schedule(&self, topic: &str, message: Message, at: DateTime<Utc>) -> Result<()> {
         self.map(topic, Ordering::Unordered).await;
         self.broker.schedule(topic, message, at).await
+    }
+}
+
+impl Broker for Pooled {
+    fn capabilities(&self) -> Capabilities {
+        self.broker.capabilities()
+    }
+    fn scheduler(self: Arc<Self>) -> Option<Arc<dyn Scheduler>> {
+        Some(self)
     }
 }
 

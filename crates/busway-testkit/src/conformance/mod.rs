@@ -4,20 +4,27 @@
 //!
 //! ```ignore
 //! async fn harness() -> busway_testkit::Harness {
-//!     let broker = busway_memory::MemoryBroker::new();
-//!     busway_testkit::Harness::new(broker.clone(), broker.clone(), broker)
+//!     busway_testkit::Harness::new(busway_memory::MemoryBroker::new())
 //! }
 //!
 //! busway_testkit::conformance_suite! {
 //!     harness: harness,
-//!     skip: [broker_restart_without_loss: "the in-process broker cannot restart"],
+//!     lacks: [survives_broker_restart, remote],
+//!     skip: [],
 //! }
 //! ```
 //!
 //! That generates `mod conformance` with one `#[tokio::test]` per scenario of [`SCENARIOS`] (so
 //! `cargo test` prints `conformance::<scenario> ... ok`): every scenario runs unless it is
 //! skipped, and a skipped one is an `#[ignore]`d test showing its reason. A scenario added to the
-//! suite therefore runs on every adapter at once. `only: [..]` instead of `skip: [..]` generates
+//! suite therefore runs on every adapter at once.
+//!
+//! Scenarios are skipped by capability: `lacks` names the [`busway_core::Capabilities`] the
+//! broker does not have ([`LACKABLE`]), and the suite skips the scenarios that need them, with
+//! the reason it defines for each, in one place. A generated test checks that the list is the
+//! one the broker reports (`Broker::capabilities` through the harness), so it cannot drift.
+//! `skip` is left for reasons of the test setup, not of the broker (a scenario that runs in
+//! another file against a private broker, say), each with its reason. `only: [..]` instead of `skip: [..]` generates
 //! just the listed scenarios, for a second test file that needs a harness of its own (e.g. a
 //! private broker to restart).
 
@@ -27,7 +34,7 @@ pub mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use busway_core::{DeadLetters, Publisher, Subscriber};
+use busway_core::{Broker, DeadLetters, Publisher, Scheduler, Subscriber};
 use futures::future::BoxFuture;
 
 pub use scenarios::*;
@@ -44,9 +51,11 @@ pub type Restart = BrokerAction;
 pub type DeadLetterFault =
     Arc<dyn Fn(String, String, bool) -> BoxFuture<'static, ()> + Send + Sync>;
 
-/// What the broker behind a harness can do, and how patient the scenarios should be.
+/// What the scenarios may expect of the broker behind a harness: its sizes, whether members
+/// share load, and how patient to be. (What the broker can do at all is its
+/// [`busway_core::Capabilities`], in [`Harness::broker`].)
 #[derive(Clone, Debug)]
-pub struct Capabilities {
+pub struct Expectations {
     /// The adapter's size limit: a message over it must be refused.
     pub max_message_bytes: usize,
     /// A data size under the limit that must round-trip intact.
@@ -61,7 +70,7 @@ pub struct Capabilities {
     pub timing_tolerance: Duration,
 }
 
-impl Default for Capabilities {
+impl Default for Expectations {
     fn default() -> Self {
         Self {
             max_message_bytes: 1024 * 1024,
@@ -74,7 +83,8 @@ impl Default for Capabilities {
     }
 }
 
-/// An adapter under test: its publisher, subscriber, dead-letter access and capabilities.
+/// An adapter under test: its publisher, subscriber, dead-letter access, scheduler,
+/// capabilities and what to expect of it.
 #[derive(Clone)]
 pub struct Harness {
     /// Publishes.
@@ -83,8 +93,12 @@ pub struct Harness {
     pub subscriber: Arc<dyn Subscriber>,
     /// Inspects dead letters.
     pub dead_letters: Arc<dyn DeadLetters>,
-    /// What the broker can do.
-    pub capabilities: Capabilities,
+    /// Schedules, where the broker can ([`Broker::scheduler`]).
+    pub scheduler: Option<Arc<dyn Scheduler>>,
+    /// What the broker can do, as its adapter reports it ([`Broker::capabilities`]).
+    pub broker: busway_core::Capabilities,
+    /// Sizes and patience for this broker's scenarios.
+    pub expect: Expectations,
     /// Restarts the broker, for the restart scenario.
     pub restart: Option<Restart>,
     /// Cuts the connections of this harness's publisher and subscriber (not other clients'),
@@ -95,26 +109,25 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// A harness with default capabilities and no restart.
-    pub fn new(
-        publisher: impl Publisher + 'static,
-        subscriber: impl Subscriber + 'static,
-        dead_letters: impl DeadLetters + 'static,
-    ) -> Self {
+    /// A harness on `broker` with default sizes and patience, and no restart.
+    pub fn new(broker: impl Broker) -> Self {
+        let broker = Arc::new(broker);
         Self {
-            publisher: Arc::new(publisher),
-            subscriber: Arc::new(subscriber),
-            dead_letters: Arc::new(dead_letters),
-            capabilities: Capabilities::default(),
+            publisher: broker.clone(),
+            subscriber: broker.clone(),
+            dead_letters: broker.clone(),
+            broker: broker.capabilities(),
+            scheduler: broker.scheduler(),
+            expect: Expectations::default(),
             restart: None,
             cut_connections: None,
             refuse_dead_letters: None,
         }
     }
 
-    /// Replaces the capabilities.
-    pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
-        self.capabilities = capabilities;
+    /// Replaces what to expect of the broker.
+    pub fn expectations(mut self, expect: Expectations) -> Self {
+        self.expect = expect;
         self
     }
 
@@ -135,6 +148,34 @@ impl Harness {
         self.refuse_dead_letters = Some(fault);
         self
     }
+}
+
+/// The capabilities a broker may lack that some scenarios need, as `lacks` names them.
+pub const LACKABLE: &[&str] = &[
+    "survives_broker_restart",
+    "remote",
+    "scheduling",
+    "per_key_ordering",
+];
+
+/// Fails unless `lacks` names exactly the [`LACKABLE`] capabilities `broker` does not have.
+pub fn assert_lacks(broker: &busway_core::Capabilities, lacks: &[&str]) {
+    let has = |name: &str| match name {
+        "survives_broker_restart" => broker.survives_broker_restart,
+        "remote" => broker.remote,
+        "scheduling" => broker.scheduling,
+        "per_key_ordering" => broker.per_key_ordering,
+        other => panic!("`{other}` is not a capability the suite knows: {LACKABLE:?}"),
+    };
+    let mut declared: Vec<&str> = lacks.to_vec();
+    declared.sort_unstable();
+    let mut reported: Vec<&str> = LACKABLE.iter().copied().filter(|c| !has(c)).collect();
+    reported.sort_unstable();
+    assert_eq!(
+        declared, reported,
+        "`lacks` must name what {} reports it lacks",
+        broker.broker
+    );
 }
 
 /// Calls `$then! { every scenario, in order }`: the one list of scenario names the suite macro
@@ -177,13 +218,24 @@ macro_rules! __conformance_scenarios {
 /// Generates the conformance tests of an adapter; see the [module docs](self).
 #[macro_export]
 macro_rules! conformance_suite {
+    // Every scenario, except those the broker's missing capabilities rule out and those
+    // skipped with a reason.
+    (
+        harness: $harness:ident,
+        lacks: [$($lack:ident),* $(,)?],
+        skip: [$($skip:ident : $reason:literal),* $(,)?] $(,)?
+    ) => {
+        // `$` is handed down so that the generated module can define a macro of its own.
+        $crate::__conformance_lacks! {
+            [$($lack),*] ($) $harness [$($lack),*] [$($skip : $reason),*]
+        }
+    };
     // Every scenario, except those skipped with a reason.
     (
         harness: $harness:ident,
         skip: [$($skip:ident : $reason:literal),* $(,)?] $(,)?
     ) => {
-        // `$` is handed down so that the generated module can define a macro of its own.
-        $crate::__conformance_every_scenario! { ($) $harness [$($skip : $reason),*] }
+        $crate::__conformance_lacks! { [] ($) $harness [] [$($skip : $reason),*] }
     };
     // Only the listed scenarios: for a second test file that runs what needs a broker of its own.
     (
@@ -201,10 +253,37 @@ macro_rules! conformance_suite {
     };
 }
 
+/// Turns each lacked capability into the skips of the scenarios that need it: the one place
+/// that says which scenario needs what, and why it is skipped without it.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_lacks {
+    ([] ($d:tt) $harness:ident [$($lack:ident),*] [$($skip:ident : $reason:literal),*]) => {
+        $crate::__conformance_every_scenario! { ($d) $harness [$($lack),*] [$($skip : $reason),*] }
+    };
+    ([survives_broker_restart $(, $rest:ident)*] ($d:tt) $harness:ident [$($lack:ident),*] [$($skip:ident : $reason:literal),*]) => {
+        $crate::__conformance_lacks! { [$($rest),*] ($d) $harness [$($lack),*] [$($skip : $reason,)*
+            broker_restart_without_loss: "the broker keeps no messages across a restart (it lacks survives_broker_restart)"] }
+    };
+    ([remote $(, $rest:ident)*] ($d:tt) $harness:ident [$($lack:ident),*] [$($skip:ident : $reason:literal),*]) => {
+        $crate::__conformance_lacks! { [$($rest),*] ($d) $harness [$($lack),*] [$($skip : $reason,)*
+            connection_cut_redelivers_unsettled: "the broker runs in process: there is no connection to cut (it lacks remote)"] }
+    };
+    ([scheduling $(, $rest:ident)*] ($d:tt) $harness:ident [$($lack:ident),*] [$($skip:ident : $reason:literal),*]) => {
+        $crate::__conformance_lacks! { [$($rest),*] ($d) $harness [$($lack),*] [$($skip : $reason,)*
+            scheduled_delivery: "the broker cannot schedule (it lacks scheduling)",
+            scheduled_to_topic_without_group_not_dropped: "the broker cannot schedule (it lacks scheduling)"] }
+    };
+    ([per_key_ordering $(, $rest:ident)*] ($d:tt) $harness:ident [$($lack:ident),*] [$($skip:ident : $reason:literal),*]) => {
+        $crate::__conformance_lacks! { [$($rest),*] ($d) $harness [$($lack),*] [$($skip : $reason,)*
+            order_per_key: "the broker cannot keep per-key order (it lacks per_key_ordering)"] }
+    };
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_every_scenario {
-    (($d:tt) $harness:ident [$($skip:ident : $reason:literal),*]) => {
+    (($d:tt) $harness:ident [$($lack:ident),*] [$($skip:ident : $reason:literal),*]) => {
         mod conformance {
             // One test per scenario: skipped ones match their own arm first and are ignored.
             macro_rules! scenario_test {
@@ -232,6 +311,14 @@ macro_rules! __conformance_every_scenario {
             #[test]
             fn every_skip_names_a_scenario() {
                 $crate::conformance::assert_known(&[$(stringify!($skip)),*]);
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn lacks_names_what_the_broker_lacks() {
+                $crate::conformance::assert_lacks(
+                    &super::$harness().await.broker,
+                    &[$(stringify!($lack)),*],
+                );
             }
         }
     };

@@ -176,7 +176,7 @@ pub async fn finish_when(
     what: &str,
     done: impl Fn(&busway_core::ConsumerStats) -> bool,
 ) -> busway_core::ConsumerReport {
-    eventually(h.capabilities.patience, what, || done(&handle.stats())).await;
-    tokio::time::sleep(h.capabilities.quiet_period).await;
+    eventually(h.expect.patience, what, || done(&handle.stats())).await;
+    tokio::time::sleep(h.expect.quiet_period).await;
     stop(handle).await
 }

@@ -38,7 +38,7 @@ pub(super) async fn assert_next_is(
     sentinel: Message,
 ) {
     publish(h, topic, sentinel.clone()).await;
-    let d = next_delivery(sub, h.capabilities.patience).await;
+    let d = next_delivery(sub, h.expect.patience).await;
     assert_eq!(
         d.message().id(),
         sentinel.id(),

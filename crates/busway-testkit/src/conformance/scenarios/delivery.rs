@@ -41,7 +41,7 @@ pub async fn round_trip_preserves_attributes(h: Harness) {
     }
     let mut got = BTreeMap::new();
     for _ in 0..3 {
-        let d = next_delivery(&mut sub, h.capabilities.patience).await;
+        let d = next_delivery(&mut sub, h.expect.patience).await;
         got.insert(d.message().id().to_owned(), d.message().clone());
         assert_eq!(d.info().topic, topic);
         assert_eq!(d.info().group, "g");
@@ -73,7 +73,7 @@ pub async fn topic_isolation(h: Harness) {
     }
     let mut seen_a = HashSet::new();
     for _ in 0..3 {
-        let d = next_delivery(&mut sub_a, h.capabilities.patience).await;
+        let d = next_delivery(&mut sub_a, h.expect.patience).await;
         seen_a.insert(d.message().id().to_owned());
         d.ack().await.expect("ack");
     }
@@ -85,7 +85,7 @@ pub async fn topic_isolation(h: Harness) {
     assert_next_is(&h, &a, &mut sub_a, numbered(99)).await;
     let mut seen_b = HashSet::new();
     for _ in 0..2 {
-        let d = next_delivery(&mut sub_b, h.capabilities.patience).await;
+        let d = next_delivery(&mut sub_b, h.expect.patience).await;
         seen_b.insert(d.message().id().to_owned());
         d.ack().await.expect("ack");
     }
@@ -129,11 +129,8 @@ pub async fn competing_consumers(h: Harness) {
         publish(&h, &topic, m).await;
     }
     let total = || first.len() + second.len();
-    eventually(h.capabilities.patience, "every message handled", || {
-        total() >= n
-    })
-    .await;
-    tokio::time::sleep(h.capabilities.quiet_period).await;
+    eventually(h.expect.patience, "every message handled", || total() >= n).await;
+    tokio::time::sleep(h.expect.quiet_period).await;
     let ids: Vec<String> = first
         .messages()
         .iter()
@@ -143,7 +140,7 @@ pub async fn competing_consumers(h: Harness) {
     let distinct: HashSet<_> = ids.iter().collect();
     assert_eq!(ids.len(), n, "a message was handled twice or lost");
     assert_eq!(distinct.len(), n);
-    if h.capabilities.members_share_load {
+    if h.expect.members_share_load {
         assert!(
             !first.is_empty() && !second.is_empty(),
             "both members should get work: {} / {}",
@@ -178,9 +175,9 @@ pub async fn fan_out_to_groups(h: Harness) {
         ids
     };
     for rec in &recorders {
-        rec.wait_for(10, h.capabilities.patience).await;
+        rec.wait_for(10, h.expect.patience).await;
     }
-    tokio::time::sleep(h.capabilities.quiet_period).await;
+    tokio::time::sleep(h.expect.quiet_period).await;
     for rec in &recorders {
         let got: Vec<String> = rec.messages().iter().map(|m| m.id().to_owned()).collect();
         assert_eq!(got.len(), 10, "a group got a message twice");
@@ -236,7 +233,7 @@ pub async fn order_per_key(h: Harness) {
             .expect("valid");
         publish(&h, &topic, m).await;
     }
-    eventually(h.capabilities.patience, "all keyed messages", || {
+    eventually(h.expect.patience, "all keyed messages", || {
         seen.lock().unwrap().values().map(Vec::len).sum::<usize>() >= per_key * keys.len()
     })
     .await;
@@ -265,7 +262,7 @@ pub async fn ack_removes_nack_redelivers(h: Harness) {
     publish(&h, &topic, nacked.clone()).await;
     let mut redelivered = None;
     for _ in 0..2 {
-        let d = next_delivery(&mut sub, h.capabilities.patience).await;
+        let d = next_delivery(&mut sub, h.expect.patience).await;
         assert_eq!(d.attempt(), 1);
         if d.message().id() == acked.id() {
             d.ack().await.expect("ack");
@@ -274,7 +271,7 @@ pub async fn ack_removes_nack_redelivers(h: Harness) {
         }
     }
     while redelivered.is_none() {
-        let d = next_delivery(&mut sub, h.capabilities.patience).await;
+        let d = next_delivery(&mut sub, h.expect.patience).await;
         assert_ne!(d.message().id(), acked.id(), "an acked message came back");
         assert_eq!(d.message(), &nacked);
         assert_eq!(
@@ -313,9 +310,8 @@ pub async fn concurrent_publishers_without_loss(h: Harness) {
     for t in tasks {
         t.await.expect("publisher task");
     }
-    rec.wait_for(publishers * each, h.capabilities.patience)
-        .await;
-    tokio::time::sleep(h.capabilities.quiet_period).await;
+    rec.wait_for(publishers * each, h.expect.patience).await;
+    tokio::time::sleep(h.expect.quiet_period).await;
     stop(c).await;
     let mut got: Vec<usize> = rec.messages().iter().map(number_of).collect();
     got.sort_unstable();
@@ -335,9 +331,9 @@ fn sized(bytes: usize) -> Message {
 pub async fn large_message_round_trips(h: Harness) {
     let topic = unique("large");
     let mut sub = join(&h, &topic, "g").await;
-    let m = sized(h.capabilities.large_message_bytes);
+    let m = sized(h.expect.large_message_bytes);
     publish(&h, &topic, m.clone()).await;
-    let d = next_delivery(&mut sub, h.capabilities.patience).await;
+    let d = next_delivery(&mut sub, h.expect.patience).await;
     assert_eq!(d.message(), &m);
     d.ack().await.expect("ack");
 }
@@ -346,7 +342,7 @@ pub async fn large_message_round_trips(h: Harness) {
 pub async fn oversized_message_refused(h: Harness) {
     let topic = unique("oversized");
     let mut sub = join(&h, &topic, "g").await;
-    let m = sized(h.capabilities.max_message_bytes + 1);
+    let m = sized(h.expect.max_message_bytes + 1);
     let err = h
         .publisher
         .publish(&topic, m)
@@ -372,10 +368,10 @@ pub async fn batch_publish(h: Harness) {
         .publish_batch(&topic, batch)
         .await
         .expect("publish batch");
-    rec.wait_for(100, h.capabilities.patience).await;
+    rec.wait_for(100, h.expect.patience).await;
     let bad = vec![
         numbered(1000),
-        sized(h.capabilities.max_message_bytes + 1),
+        sized(h.expect.max_message_bytes + 1),
         numbered(1001),
     ];
     let err = h
@@ -385,8 +381,8 @@ pub async fn batch_publish(h: Harness) {
         .expect_err("must refuse");
     assert_eq!(err.kind(), ErrorKind::TooLarge);
     publish(&h, &topic, numbered(2000)).await;
-    rec.wait_for(101, h.capabilities.patience).await;
-    tokio::time::sleep(h.capabilities.quiet_period).await;
+    rec.wait_for(101, h.expect.patience).await;
+    tokio::time::sleep(h.expect.quiet_period).await;
     stop(c).await;
     let mut got: Vec<usize> = rec.messages().iter().map(number_of).collect();
     got.sort_unstable();

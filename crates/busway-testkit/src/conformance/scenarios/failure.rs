@@ -74,13 +74,13 @@ pub async fn delayed_redelivery_honoured(h: Harness) {
         .await
         .expect("start");
     publish(&h, &topic, failing).await;
-    eventually(h.capabilities.patience, "the first attempt", || {
+    eventually(h.expect.patience, "the first attempt", || {
         !attempts.lock().unwrap().is_empty()
     })
     .await;
     let healthy = numbered(2);
     publish(&h, &topic, healthy.clone()).await;
-    rec.wait_for(2, h.capabilities.patience).await;
+    rec.wait_for(2, h.expect.patience).await;
     stop(c).await;
     let order: Vec<String> = rec.messages().iter().map(|m| m.id().to_owned()).collect();
     assert_eq!(
@@ -93,7 +93,7 @@ pub async fn delayed_redelivery_honoured(h: Harness) {
     assert_eq!((attempts[0].1, attempts[1].1), (1, 2));
     let waited = attempts[1].0 - attempts[0].0;
     assert!(
-        waited + h.capabilities.timing_tolerance >= delay,
+        waited + h.expect.timing_tolerance >= delay,
         "redelivered after {waited:?}, before the {delay:?} delay"
     );
 }
@@ -144,17 +144,15 @@ pub async fn poison_message_dead_lettered_after_n_attempts(h: Harness) {
         .await
         .expect("start");
     publish(&h, &topic, poison.clone()).await;
-    eventually(
-        h.capabilities.patience,
-        "the poison's first attempt",
-        || !poison_calls.lock().unwrap().is_empty(),
-    )
+    eventually(h.expect.patience, "the poison's first attempt", || {
+        !poison_calls.lock().unwrap().is_empty()
+    })
     .await;
     // Published while the poison waits for its redelivery: they must not wait behind it.
     for i in 0..10 {
         publish(&h, &topic, numbered(i)).await;
     }
-    healthy.wait_for(10, h.capabilities.patience).await;
+    healthy.wait_for(10, h.expect.patience).await;
     finish_when(&h, c, "the poison message to be dead-lettered", |s| {
         s.dead_lettered == 1
     })
@@ -282,7 +280,7 @@ pub async fn dead_letters_redrive_and_purge(h: Harness) {
     for m in &sent {
         publish(&h, &topic, m.clone()).await;
     }
-    eventually(h.capabilities.patience, "three dead letters", || {
+    eventually(h.expect.patience, "three dead letters", || {
         c.stats().dead_lettered == 3
     })
     .await;
@@ -305,7 +303,7 @@ pub async fn dead_letters_redrive_and_purge(h: Harness) {
         .await
         .expect("redrive");
     assert_eq!(moved, 2);
-    rec.wait_for(2, h.capabilities.patience).await;
+    rec.wait_for(2, h.expect.patience).await;
     let left = h.dead_letters.peek(&topic, "g", 10).await.expect("peek");
     assert_eq!(left.len(), 1);
     let purged = h.dead_letters.purge(&topic, "g").await.expect("purge");
@@ -317,7 +315,7 @@ pub async fn dead_letters_redrive_and_purge(h: Harness) {
             .expect("peek")
             .is_empty()
     );
-    tokio::time::sleep(h.capabilities.quiet_period).await;
+    tokio::time::sleep(h.expect.quiet_period).await;
     stop(c).await;
     let redriven: HashSet<String> = rec.messages().iter().map(|m| m.id().to_owned()).collect();
     assert_eq!(redriven.len(), 2);
@@ -364,7 +362,7 @@ pub async fn handler_panic_dead_lettered_after_n_attempts(h: Harness) {
     for i in 1..=5 {
         publish(&h, &topic, numbered(i)).await;
     }
-    healthy.wait_for(5, h.capabilities.patience).await;
+    healthy.wait_for(5, h.expect.patience).await;
     let report = finish_when(&h, c, "the panicking message to be dead-lettered", |s| {
         s.dead_lettered == 1
     })
@@ -424,14 +422,14 @@ pub async fn failed_settlement_neither_loses_nor_freezes(h: Harness) {
         .await
         .expect("start");
     publish(&h, &topic, poison.clone()).await;
-    eventually(h.capabilities.patience, "a refused dead letter", || {
+    eventually(h.expect.patience, "a refused dead letter", || {
         c.stats().settle_failures >= 1
     })
     .await;
     for i in 1..=10 {
         publish(&h, &topic, numbered(i)).await;
     }
-    healthy.wait_for(10, h.capabilities.patience).await;
+    healthy.wait_for(10, h.expect.patience).await;
     assert!(
         h.dead_letters
             .peek(&topic, "g", 10)
@@ -447,17 +445,15 @@ pub async fn failed_settlement_neither_loses_nor_freezes(h: Harness) {
     );
 
     refuse(topic.clone(), "g".into(), false).await;
-    eventually(
-        h.capabilities.patience,
-        "the dead letter once accepted",
-        || c.stats().dead_lettered == 1,
-    )
+    eventually(h.expect.patience, "the dead letter once accepted", || {
+        c.stats().dead_lettered == 1
+    })
     .await;
     for i in 11..=15 {
         publish(&h, &topic, numbered(i)).await;
     }
-    healthy.wait_for(15, h.capabilities.patience).await;
-    tokio::time::sleep(h.capabilities.quiet_period).await;
+    healthy.wait_for(15, h.expect.patience).await;
+    tokio::time::sleep(h.expect.quiet_period).await;
     let report = stop(c).await;
     assert_eq!(report.stats.dead_lettered, 1);
     let dead = h.dead_letters.peek(&topic, "g", 10).await.expect("peek");
@@ -506,8 +502,8 @@ pub async fn redrive_reaches_only_the_group_that_failed(h: Harness) {
     for m in &sent {
         publish(&h, &topic, m.clone()).await;
     }
-    other.wait_for(2, h.capabilities.patience).await;
-    eventually(h.capabilities.patience, "billing's dead letters", || {
+    other.wait_for(2, h.expect.patience).await;
+    eventually(h.expect.patience, "billing's dead letters", || {
         billing.stats().dead_lettered == 2
     })
     .await;
@@ -518,8 +514,8 @@ pub async fn redrive_reaches_only_the_group_that_failed(h: Harness) {
         .await
         .expect("redrive");
     assert_eq!(moved, 2);
-    failing.wait_for(2, h.capabilities.patience).await;
-    tokio::time::sleep(h.capabilities.quiet_period * 2).await;
+    failing.wait_for(2, h.expect.patience).await;
+    tokio::time::sleep(h.expect.quiet_period * 2).await;
     stop(billing).await;
     stop(shipping).await;
     assert_eq!(

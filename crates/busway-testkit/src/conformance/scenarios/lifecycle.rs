@@ -8,13 +8,13 @@ pub async fn unacked_redelivered_after_consumer_dies(h: Harness) {
     let mut first = join(&h, &topic, "g").await;
     let m = numbered(1);
     publish(&h, &topic, m.clone()).await;
-    let d = next_delivery(&mut first, h.capabilities.patience).await;
+    let d = next_delivery(&mut first, h.expect.patience).await;
     assert_eq!(d.message(), &m);
     // The consumer dies: neither the delivery nor the subscription is settled or closed.
     drop(d);
     drop(first);
     let mut second = join(&h, &topic, "g").await;
-    let again = next_delivery(&mut second, h.capabilities.patience).await;
+    let again = next_delivery(&mut second, h.expect.patience).await;
     assert_eq!(again.message(), &m);
     assert!(
         again.attempt() >= 2,
@@ -36,7 +36,7 @@ pub async fn resume_after_close_without_loss(h: Harness) {
     for i in 0..10 {
         publish(&h, &topic, numbered(i)).await;
     }
-    before.wait_for(10, h.capabilities.patience).await;
+    before.wait_for(10, h.expect.patience).await;
     stop(c).await;
     for i in 10..20 {
         publish(&h, &topic, numbered(i)).await;
@@ -46,8 +46,8 @@ pub async fn resume_after_close_without_loss(h: Harness) {
         .start(after.handler())
         .await
         .expect("start");
-    after.wait_for(10, h.capabilities.patience).await;
-    tokio::time::sleep(h.capabilities.quiet_period).await;
+    after.wait_for(10, h.expect.patience).await;
+    tokio::time::sleep(h.expect.quiet_period).await;
     stop(c).await;
     let mut got: Vec<usize> = after.messages().iter().map(number_of).collect();
     got.sort_unstable();
@@ -81,7 +81,7 @@ pub async fn graceful_shutdown_drains_in_flight(h: Harness) {
     for i in 0..4 {
         publish(&h, &topic, numbered(i)).await;
     }
-    eventually(h.capabilities.patience, "four handlers running", || {
+    eventually(h.expect.patience, "four handlers running", || {
         started.load(AtomicOrdering::SeqCst) == 4
     })
     .await;
@@ -114,7 +114,7 @@ pub async fn broker_restart_without_loss(h: Harness) {
     let total = 200;
     let publisher = h.publisher.clone();
     let topic_p = topic.clone();
-    let patience = h.capabilities.patience;
+    let patience = h.expect.patience;
     let publishing = tokio::spawn(async move {
         for i in 0..total {
             let m = numbered(i);
@@ -151,14 +151,14 @@ pub async fn connection_cut_redelivers_unsettled(h: Harness) {
     let mut sub = join(&h, &topic, "g").await;
     let m = numbered(1);
     publish(&h, &topic, m.clone()).await;
-    let held = next_delivery(&mut sub, h.capabilities.patience).await;
+    let held = next_delivery(&mut sub, h.expect.patience).await;
     assert_eq!(held.message(), &m);
     assert_eq!(held.attempt(), 1);
     cut().await;
     match held.ack().await {
         Ok(()) => {}
         Err(_) => {
-            let again = next_delivery(&mut sub, h.capabilities.patience).await;
+            let again = next_delivery(&mut sub, h.expect.patience).await;
             assert_eq!(again.message(), &m);
             assert!(
                 again.attempt() >= 2,
@@ -169,13 +169,13 @@ pub async fn connection_cut_redelivers_unsettled(h: Harness) {
         }
     }
     // The publisher's connection was cut too: publishing must recover by itself.
-    let deadline = Instant::now() + h.capabilities.patience;
+    let deadline = Instant::now() + h.expect.patience;
     let sentinel = numbered(2);
     while let Err(e) = h.publisher.publish(&topic, sentinel.clone()).await {
         assert!(Instant::now() < deadline, "publishing did not recover: {e}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let d = next_delivery(&mut sub, h.capabilities.patience).await;
+    let d = next_delivery(&mut sub, h.expect.patience).await;
     assert_eq!(
         d.message().id(),
         sentinel.id(),

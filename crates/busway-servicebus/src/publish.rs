@@ -4,7 +4,7 @@
 //! one sender per topic would serialise every publisher of the process; a small pool per entity
 //! lets that many sends be in flight at once. A send that fails for a reason that may pass (a
 //! lost connection, a timeout, a busy broker) is retried on a fresh link, with backoff, up to
-//! `max_retries` times: the client itself does not retry (see [`crate::client`]).
+//! `max_retries` times: the client itself does not retry (see [`crate::connection`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,7 +20,7 @@ use busway_core::{Error, Result};
 use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::client::{CLOSE_TIMEOUT, Connection};
+use crate::connection::{CLOSE_TIMEOUT, Connection};
 use crate::error::classify;
 
 type Slot = Arc<Mutex<Option<ServiceBusSender>>>;

@@ -358,18 +358,6 @@ impl Driver {
         first_failure: Option<DateTime<Utc>>,
     ) {
         let plan = &self.ctx.plan;
-        let (message, decode_error) = match record.decode() {
-            Ok(m) => (m, None),
-            Err(e) => match record.placeholder() {
-                Some(m) => (m, Some(e)),
-                None => {
-                    // Unreachable (the placeholder's attributes are constant and valid); the
-                    // record stays in flight rather than being skipped.
-                    tracing::error!(topic = %record.topic, offset = record.offset, "cannot represent an undecodable record; its partition's commits stop here");
-                    return;
-                }
-            },
-        };
         let ordering_key = match (plan.ordering, &record.key) {
             // Per key within the partition: different keys of one partition run in parallel.
             (Ordering::PerKey, Some(key)) => {
@@ -383,11 +371,15 @@ impl Driver {
             group: plan.group.clone(),
             attempt,
             first_failure,
-            decode_error,
             ordering_key: Some(ordering_key),
         };
+        // Decoded before the record moves into its handle; an undecodable one is dead-lettered
+        // by the runtime, and the dead letter is the original record.
+        let decoded = record
+            .decode()
+            .map_err(|e| (e, record.value.clone(), record.placeholder_id()));
         self.ctx.shared.lock().outstanding += 1;
-        let settle = KafkaSettle {
+        let settle = Box::new(KafkaSettle {
             ctx: self.ctx.clone(),
             tp: tp.clone(),
             generation,
@@ -395,11 +387,15 @@ impl Driver {
             attempt,
             first_failure,
             settled: false,
+        });
+        let delivery = match decoded {
+            Ok(message) => Delivery::new(message, info, settle),
+            Err((reason, raw, id)) => Delivery::undecodable(raw, Some(&id), reason, info, settle),
         };
         self.out.push_back(Tagged {
             tp,
             generation,
-            delivery: Delivery::new(message, info, Box::new(settle)),
+            delivery,
         });
     }
 

@@ -23,8 +23,8 @@ use azservicebus::administration::{
 use busway_core::{Error, Result};
 use fe2o3_amqp_types::primitives::{OrderedMap, Value};
 
-use crate::client::{CLOSE_TIMEOUT, Connection};
 use crate::codec::TARGET_GROUP;
+use crate::connection::{CLOSE_TIMEOUT, Connection};
 use crate::error::classify;
 
 const DIRECT: &str = "busway-direct";

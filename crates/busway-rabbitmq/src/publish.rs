@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use busway_core::preflight::METADATA_HEADROOM;
-use busway_core::{Error, ErrorKind, Message, Publisher, Result};
+use busway_core::{Error, ErrorKind, Message, Publisher, Result, Scheduler};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use lapin::options::BasicPublishOptions;
@@ -135,7 +135,7 @@ impl Shared {
         let confirmation = tokio::time::timeout_at(deadline, confirm)
             .await
             .map_err(|_| Error::Timeout("the broker did not confirm the publish".into()))?
-            .map_err(|e| error::map(e, "waiting for the publish confirm"))?;
+            .map_err(|e| error::classify(e, "waiting for the publish confirm"))?;
         check(confirmation, out)
     }
 
@@ -202,7 +202,7 @@ impl Shared {
             .map(|(sent, out)| async move {
                 let confirmation = sent?
                     .await
-                    .map_err(|e| error::map(e, "waiting for the publish confirm"))?;
+                    .map_err(|e| error::classify(e, "waiting for the publish confirm"))?;
                 check(confirmation, out)
             });
         // One timer for the whole window rather than one per message.
@@ -333,7 +333,10 @@ impl Publisher for RabbitMqBroker {
             )
             .await
     }
+}
 
+#[async_trait]
+impl Scheduler for RabbitMqBroker {
     /// Holds the message in the topic's schedule queue for the delay (message TTL, no plugin),
     /// after which RabbitMQ dead-letters it into the topic's due exchange, bound to every group.
     /// Delays are rounded up to three significant digits of milliseconds (never early, at most
@@ -356,7 +359,8 @@ impl Publisher for RabbitMqBroker {
         let ms = topology::quantize(delay);
         if ms >= topology::MAX_DELAY_MS {
             return Err(Error::Unsupported(format!(
-                "scheduling {delay:?} ahead: RabbitMQ message TTLs are limited to {} ms",
+                "scheduling {delay:?} ahead: RabbitMQ message TTLs are limited to {} ms \
+                 (Capabilities::max_schedule_ahead)",
                 topology::MAX_DELAY_MS
             )));
         }
@@ -392,5 +396,5 @@ async fn publish_on(
         props,
     )
     .await
-    .map_err(|e| error::map(e, "publishing"))
+    .map_err(|e| error::classify(e, "publishing"))
 }

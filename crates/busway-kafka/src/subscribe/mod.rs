@@ -22,7 +22,7 @@ pub(crate) use self::state::HandedOut;
 use self::state::Shared;
 use crate::broker::Inner;
 use crate::error::{classify, creating};
-use crate::names;
+use crate::topology;
 
 /// Joins `group` on `topic` and starts the driver task.
 pub(crate) async fn subscribe(
@@ -32,17 +32,17 @@ pub(crate) async fn subscribe(
     options: SubscribeOptions,
 ) -> Result<Box<dyn Subscription>> {
     let config = &inner.config;
-    names::validate_pair(topic, group, config.retry_tiers)?;
-    let scheduled = names::scheduled(topic);
+    topology::validate_pair(topic, group, config.retry_tiers)?;
+    let scheduled = topology::scheduled(topic);
     let retry: Vec<String> = (1..=config.retry_tiers)
-        .map(|n| names::retry(topic, group, n))
+        .map(|n| topology::retry(topic, group, n))
         .collect();
     let mut to_create: Vec<(String, i32)> = vec![
         (topic.to_owned(), config.partitions),
         (scheduled.clone(), config.partitions),
     ];
     to_create.extend(retry.iter().map(|t| (t.clone(), config.partitions)));
-    to_create.push((names::dlq(topic, group), 1));
+    to_create.push((topology::dlq(topic, group), 1));
     inner.topics.ensure(&to_create).await?;
 
     let shared = Arc::new(Shared::new());

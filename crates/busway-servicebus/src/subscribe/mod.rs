@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 pub(crate) use pump::Context;
 use pump::{Ended, Pump};
 
-use crate::client::{Connection, Connector};
+use crate::connection::{Connection, Connector};
 use crate::error::classify;
 
 /// How long one receive on a plain link waits before it is re-issued.

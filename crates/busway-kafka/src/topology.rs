@@ -44,9 +44,8 @@ pub(crate) fn parse_dlq(name: &str) -> Option<(String, String)> {
 
 /// Checks that `name` can be (part of) a Kafka topic name: ASCII letters, digits, `.`, `_`, `-`.
 pub(crate) fn validate(field: &str, name: &str) -> Result<()> {
-    if name.is_empty() {
-        return Err(Error::config(field, "must not be empty"));
-    }
+    // busway's own rules first (not empty, bounded for dead-letter metadata), then the broker's.
+    busway_core::preflight::check_name(field, name)?;
     if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))

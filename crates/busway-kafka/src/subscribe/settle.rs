@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 use super::context::Plan;
 use super::state::{Shared, Tp};
 use crate::codec::{InRecord, redelivery_headers};
-use crate::names;
-use crate::producer::Producer;
+use crate::publish::Producer;
+use crate::topology;
 
 /// What every settlement handle of a subscription shares.
 pub(crate) struct SettleContext {
@@ -82,7 +82,7 @@ impl Settle for KafkaSettle {
                 // about as long, so waiting for the head of a partition never delays one behind
                 // it that is due sooner.
                 let tier = self.attempt.clamp(1, plan.tiers);
-                let topic = names::retry(&plan.topic, &plan.group, tier);
+                let topic = topology::retry(&plan.topic, &plan.group, tier);
                 let due = chrono::Duration::from_std(*delay)
                     .ok()
                     .and_then(|d| Utc::now().checked_add_signed(d))
@@ -97,7 +97,7 @@ impl Settle for KafkaSettle {
                 self.ctx.producer.send(&topic, record).await?;
             }
             Settlement::DeadLetter(meta) => {
-                let topic = names::dlq(&plan.topic, &plan.group);
+                let topic = topology::dlq(&plan.topic, &plan.group);
                 let mut record = self.record.original();
                 for (k, v) in meta.to_headers() {
                     record.add_header(k, Some(v.as_bytes()));

@@ -28,10 +28,10 @@ use tokio::time::Instant;
 
 use super::link::Link;
 use super::settle::SbSettle;
-use crate::client::CLOSE_TIMEOUT;
 use crate::codec;
+use crate::connection::CLOSE_TIMEOUT;
 use crate::error::{classify, is_lock_lost};
-use crate::senders::Senders;
+use crate::publish::Senders;
 
 /// How soon a lock whose expiry is unknown (or reads as past) is renewed: shorter than the
 /// shortest lock Service Bus grants.
@@ -285,12 +285,21 @@ impl<L: Link> Pump<L> {
         );
         let info = DeliveryInfo {
             first_failure: decoded.first_failure,
-            decode_error: decoded.error,
             ordering_key: self.link.session_id().map(str::to_owned),
             ..DeliveryInfo::new(&self.ctx.topic, &self.ctx.group, attempt)
         };
         let settle = SbSettle::new(id, self.commands_tx.clone());
-        Delivery::new(decoded.message, info, Box::new(settle))
+        let settle = Box::new(settle);
+        match decoded.error {
+            None => Delivery::new(decoded.message, info, settle),
+            // The stand-in's body and id are the raw message's; the runtime dead-letters it and
+            // the dead letter is the original (`Held`).
+            Some(reason) => {
+                let id = decoded.message.id().to_owned();
+                let raw = decoded.message.data().clone();
+                Delivery::undecodable(raw, Some(&id), reason, info, settle)
+            }
+        }
     }
 
     /// Half of what is left of the lock: early enough to survive a slow round trip.
