@@ -199,6 +199,12 @@ pub struct Capabilities {
     /// The broker runs in another process, reached over connections that can drop (and that
     /// the adapter re-establishes); false for an in-process broker.
     pub remote: bool,
+    /// The broker answers a settlement, so an `Ok` from [`Settle::settle`](crate::Settle)
+    /// means the broker recorded it. Without it (AMQP 0-9-1's `basic.ack` has no reply; Kafka
+    /// commits offsets later), `Ok` means the settlement was sent: if the connection is lost
+    /// at that moment the message can still come back, once more, with its attempt counted
+    /// (at least once, never lost).
+    pub confirms_settlement: bool,
 }
 
 impl Capabilities {
@@ -213,6 +219,7 @@ impl Capabilities {
             replays_history: false,
             survives_broker_restart: false,
             remote: false,
+            confirms_settlement: false,
         }
     }
 

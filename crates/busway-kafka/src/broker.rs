@@ -191,6 +191,9 @@ impl Broker for KafkaBroker {
         caps.replays_history = true;
         caps.survives_broker_restart = true;
         caps.remote = true;
+        // An ack marks the offset done; it is committed later (`commit_interval`), and a group
+        // that rebalances before then hands the record to a member again.
+        caps.confirms_settlement = false;
         caps
     }
 

@@ -291,6 +291,8 @@ impl Broker for MemoryBroker {
         // Everything lives in this process.
         caps.survives_broker_restart = false;
         caps.remote = false;
+        // Settling is a call into the broker's own state.
+        caps.confirms_settlement = true;
         caps
     }
 

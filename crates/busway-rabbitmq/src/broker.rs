@@ -153,6 +153,9 @@ impl Broker for RabbitMqBroker {
         // Durable exchanges and queues, persistent messages.
         caps.survives_broker_restart = true;
         caps.remote = true;
+        // basic.ack and basic.nack have no reply: an ack written just before the broker closes
+        // the channel is ignored, and the broker redelivers.
+        caps.confirms_settlement = false;
         caps
     }
 

@@ -80,6 +80,12 @@ enum Command {
         /// kill-consumer: how many kills.
         #[arg(long, default_value_t = 5)]
         kills: u32,
+        /// kill-consumer: seconds between a kill and the replacement consumer's start (0: at
+        /// once). Past the broker's session timeout, the killed member has left the group when
+        /// the replacement joins (tansu 0.6 can leave a group with no working leader when a
+        /// member joins while a killed one is still in it: see RELIABILITY.md).
+        #[arg(long, default_value_t = 0)]
+        replace_after: u64,
         /// restart-broker: a shell command that restarts the broker and returns once it is back.
         #[arg(long)]
         restart_command: Option<String>,
@@ -177,6 +183,7 @@ async fn execute(command: Command) -> Result<(), RunError> {
             concurrency,
             workdir,
             kills,
+            replace_after,
             restart_command,
             proxy_listen,
             proxy_upstream,
@@ -186,7 +193,10 @@ async fn execute(command: Command) -> Result<(), RunError> {
         } => {
             let fault = match fault {
                 FaultKind::None => Fault::None,
-                FaultKind::KillConsumer => Fault::KillConsumer { kills },
+                FaultKind::KillConsumer => Fault::KillConsumer {
+                    kills,
+                    replace_after: Duration::from_secs(replace_after),
+                },
                 FaultKind::RestartBroker => Fault::RestartBroker {
                     command: restart_command.ok_or_else(|| {
                         busway::Error::config("--restart-command", "restart-broker needs it")

@@ -27,6 +27,8 @@ pub enum Fault {
     KillConsumer {
         /// How many times.
         kills: u32,
+        /// How long after a kill the replacement starts.
+        replace_after: Duration,
     },
     /// The broker is restarted once, a third of the way through, by running `command` (a shell
     /// command that returns once the broker is back).
@@ -150,7 +152,10 @@ pub async fn run(options: &RunOptions) -> Result<Outcome, RunError> {
     match &options.fault {
         Fault::None => {}
         Fault::Panics { every } => injected = planned_panics(options.messages, *every),
-        Fault::KillConsumer { kills } => {
+        Fault::KillConsumer {
+            kills,
+            replace_after,
+        } => {
             for _ in 0..*kills {
                 let wait = rand::rng().random_range(300..2500);
                 tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -160,6 +165,7 @@ pub async fn run(options: &RunOptions) -> Result<Outcome, RunError> {
                 })?;
                 injected += 1;
                 tracing::info!(injected, "consumer killed");
+                tokio::time::sleep(*replace_after).await;
                 consumer = start_consumer(options, &handled, panic_every, &mut consumers).await?;
             }
         }

@@ -327,6 +327,8 @@ impl Broker for ServiceBusBroker {
         caps.replays_history = false;
         caps.survives_broker_restart = true;
         caps.remote = true;
+        // Peek-lock receivers settle in mode `second`: the broker answers every disposition.
+        caps.confirms_settlement = true;
         caps
     }
 
