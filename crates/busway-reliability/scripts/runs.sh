@@ -2,7 +2,7 @@
 # The fault runs behind RELIABILITY.md: for one broker, every fault that applies to it, with
 # MESSAGES messages (default 100,000; the broker restart always RESTART_MESSAGES, default
 # 100,000), printing one Markdown row per run (and the JSON outcomes into $OUT, default
-# ./reliability-<broker>.jsonl).
+# ./reliability-<broker>.jsonl). PATIENCE (seconds, default 120) and ONLY (run names) below.
 #
 #   eval "$(scripts/test services)"   # brokers, BUSWAY_TANSU_BIN
 #   crates/busway-reliability/scripts/runs.sh memory|rabbitmq|kafka|servicebus
@@ -15,6 +15,10 @@ set -euo pipefail
 BROKER=${1:?usage: runs.sh memory|rabbitmq|kafka|servicebus}
 MESSAGES=${MESSAGES:-100000}
 RESTART_MESSAGES=${RESTART_MESSAGES:-100000}
+# Seconds without progress before a run gives up; the producer gets four times as long in all.
+PATIENCE=${PATIENCE:-120}
+# Only these runs (names as below, space-separated); all when empty.
+ONLY=${ONLY:-}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=${OUT:-$PWD/reliability-$BROKER.jsonl}
@@ -39,9 +43,11 @@ run() {
   local name=$1
   shift
   echo "== $BROKER: $name" >&2
+  if [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]]; then return 0; fi
   local messages=$MESSAGES
   [ "$name" = restart-broker ] && messages=$RESTART_MESSAGES
-  "$BIN" run --messages "$messages" --workdir "$WORK/$name" "$@" | tee -a "$OUT" >/dev/null
+  "$BIN" run --messages "$messages" --patience "$PATIENCE" --workdir "$WORK/$name" "$@" |
+    tee -a "$OUT" >/dev/null
 }
 
 # A tansu with sqlite storage in DIR on PORT advertising ADVERTISED (host:port); its pid in DIR/pid.
