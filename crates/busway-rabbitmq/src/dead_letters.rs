@@ -47,6 +47,34 @@ async fn done(channel: Channel) {
     let _ = channel.close(200, "OK".into()).await;
 }
 
+/// Waits (briefly, at most [`REQUEUE_VISIBLE_WITHIN`]) until `queue` counts at least `peeked`
+/// ready messages again. `basic.nack` has no reply, and a quorum queue applies the requeue
+/// through its Raft log after that: without the wait, a `list` right after a `peek` could report
+/// the peeked messages missing. Gives up quietly: the messages are back either way, only the
+/// count may lag (or another consumer took them meanwhile).
+async fn counted_again(channel: &Channel, queue: &str, peeked: usize) {
+    let Ok(name) = short(queue) else { return };
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let deadline = Instant::now() + REQUEUE_VISIBLE_WITHIN;
+    while let Ok(state) = channel
+        .queue_declare(name.clone(), passive, FieldTable::default())
+        .await
+    {
+        if usize::try_from(state.message_count()).unwrap_or(usize::MAX) >= peeked
+            || Instant::now() >= deadline
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// How long [`counted_again`] waits for requeued messages to be counted.
+const REQUEUE_VISIBLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[async_trait]
 impl DeadLetters for RabbitMqBroker {
     /// The DLQs of the groups this broker handle has subscribed to or inspected (AMQP 0-9-1
@@ -117,6 +145,7 @@ impl DeadLetters for RabbitMqBroker {
             ch.basic_nack(tag, REQUEUE)
                 .await
                 .map_err(|e| error::classify(e, "giving peeked dead letters back"))?;
+            counted_again(&ch, &name, letters.len()).await;
         }
         done(ch).await;
         Ok(letters)
