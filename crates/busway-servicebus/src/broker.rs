@@ -327,8 +327,12 @@ impl Broker for ServiceBusBroker {
         caps.replays_history = false;
         caps.survives_broker_restart = true;
         caps.remote = true;
-        // Peek-lock receivers settle in mode `second`: the broker answers every disposition.
-        caps.confirms_settlement = true;
+        // Peek-lock receivers settle in mode `second`, so the broker does answer every
+        // disposition, but the client (fe2o3-amqp under azservicebus) returns from `complete`
+        // once the disposition is queued for the connection, without waiting for that answer:
+        // a complete written as the connection drops can be lost, and the message comes back
+        // when its lock is released, its delivery counted.
+        caps.confirms_settlement = false;
         caps
     }
 
