@@ -13,6 +13,9 @@ pub mod consumer;
 pub mod dead_letter;
 pub mod delivery;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handler;
 pub mod idempotency;
 pub mod message;

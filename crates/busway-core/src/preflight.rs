@@ -22,6 +22,7 @@
 
 use crate::error::{Error, Result};
 use crate::message::Message;
+use crate::wire;
 
 /// The longest topic or group name busway accepts, in bytes (Kafka's limit for topic names, the
 /// strictest of the brokers). Names travel in dead-letter metadata, so they must be bounded.
@@ -97,11 +98,28 @@ impl SizeLimit {
         Ok(())
     }
 
-    /// Everything checked before a publish: the topic name, the CloudEvents rules and the size.
+    /// Everything checked before a publish: the topic name, the CloudEvents rules, a
+    /// `datacontenttype` that binary mode can carry, and the size.
     pub fn check(&self, topic: &str, message: &Message, encoded_len: usize) -> Result<()> {
         check_name("topic", topic)?;
         message.validate()?;
+        check_binary_mode(message)?;
         self.check_size(encoded_len)
+    }
+}
+
+/// Refuses a message whose `datacontenttype` is a CloudEvents event format: busway publishes in
+/// binary mode, where that content type would make every receiver (busway's and the CloudEvents
+/// SDKs') read the data as the event itself ([`wire::is_event_format`]). Checked on every
+/// broker, the in-process one included, so that swapping brokers changes nothing.
+pub fn check_binary_mode(message: &Message) -> Result<()> {
+    match message.datacontenttype() {
+        Some(ct) if wire::is_event_format(Some(ct)) => Err(Error::InvalidMessage(format!(
+            "datacontenttype `{ct}` is a CloudEvents event format: in binary mode, which busway \
+             publishes in, receivers would read the data as the event; give the data's own media \
+             type (e.g. application/json)"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -109,6 +127,31 @@ impl SizeLimit {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn an_event_format_as_datacontenttype_is_refused_before_sending() {
+        let limit = SizeLimit::new("max_message_bytes", 1 << 20).unwrap();
+        for ct in [
+            "application/cloudevents+json",
+            "Application/CloudEvents+JSON; charset=utf-8",
+            "application/cloudevents-batch+json",
+        ] {
+            let m = Message::builder("/s", "t")
+                .datacontenttype(ct)
+                .data(br#"{"specversion":"1.0","id":"x","source":"/y","type":"z"}"#.to_vec())
+                .build()
+                .unwrap();
+            let err = limit.check("orders", &m, m.encoded_len()).unwrap_err();
+            assert!(matches!(err, Error::InvalidMessage(_)), "{ct}: {err:?}");
+            assert!(err.to_string().contains("datacontenttype"), "{err}");
+        }
+        let json = Message::builder("/s", "t")
+            .datacontenttype("application/json")
+            .data(b"{}".to_vec())
+            .build()
+            .unwrap();
+        limit.check("orders", &json, json.encoded_len()).unwrap();
+    }
     use crate::dead_letter::{DeadLetterMetadata, DeadLetterReason, MAX_ERROR_LEN, MAX_REASON_LEN};
     use crate::redelivery::RedeliveryHeaders;
 

@@ -38,6 +38,20 @@ pub fn is_structured(content_type: Option<&str>) -> bool {
         .is_some_and(|ct| ct.trim().eq_ignore_ascii_case(STRUCTURED_CONTENT_TYPE))
 }
 
+/// Whether a content type names a CloudEvents event format (`application/cloudevents…`, e.g.
+/// `application/cloudevents+json`). The protocol bindings tell a receiver to read a message with
+/// such a content type in structured mode, so data of that type cannot travel in binary mode:
+/// the receiver would take the data for the event. The publish check refuses it
+/// ([`SizeLimit::check`](crate::preflight::SizeLimit::check)).
+pub fn is_event_format(content_type: Option<&str>) -> bool {
+    const PREFIX: &str = "application/cloudevents";
+    content_type.is_some_and(|ct| {
+        let ct = ct.trim_start();
+        ct.get(..PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
+    })
+}
+
 /// The attributes of `message` as (name, value) pairs for binary mode, without prefix and without
 /// `datacontenttype` (which bindings carry in the native content type).
 pub fn binary_attributes(message: &Message) -> Vec<(String, String)> {

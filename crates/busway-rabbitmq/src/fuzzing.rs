@@ -15,6 +15,7 @@ use std::sync::LazyLock;
 
 use arbitrary::{Arbitrary, Unstructured};
 use busway_core::dead_letter::{DeadLetterMetadata, DeadLetterReason};
+use busway_core::fuzzing::{VALUES, json_object, pick, pick_bytes, refused_for_publishing};
 use busway_core::redelivery::RedeliveryHeaders;
 use busway_core::{Message, wire};
 use bytes::Bytes;
@@ -23,7 +24,6 @@ use lapin::BasicProperties;
 use lapin::types::{
     AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString, ShortString,
 };
-use serde_json::{Map, Value};
 
 use crate::codec;
 
@@ -56,67 +56,6 @@ static NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     names.extend(wire::BUSWAY_HEADERS);
     names
 });
-
-/// Values worth trying, besides arbitrary bytes.
-const VALUES: &[&str] = &[
-    "1.0",
-    "0.3",
-    "",
-    "id-1",
-    "urn:source",
-    "com.example.type",
-    "2026-01-01T00:00:00Z",
-    "2026-01-01T00:00:00.123456789+02:00",
-    "1970-01-01T00:00:00Z",
-    "+262142-12-31T23:59:59Z",
-    "9999-12-31T23:59:59.999999999Z",
-    "application/json",
-    "application/cloudevents+json",
-    "application/cloudevents+json; charset=utf-8",
-    "text/plain",
-    "3",
-    "0",
-    "-1",
-    "4294967295",
-    "4294967296",
-    "18446744073709551615",
-    "not a time",
-    "max_attempts_exceeded",
-    "handler_panicked",
-];
-
-/// JSON member names of a structured event.
-const MEMBERS: &[&str] = &[
-    "specversion",
-    "id",
-    "source",
-    "type",
-    "time",
-    "subject",
-    "dataschema",
-    "datacontenttype",
-    "data",
-    "data_base64",
-    "partitionkey",
-    "tenant",
-    "Bad-Name",
-];
-
-fn pick(u: &mut Unstructured<'_>, list: &[&str]) -> arbitrary::Result<String> {
-    if u.ratio(3, 4)? {
-        Ok(list[u.choose_index(list.len())?].to_owned())
-    } else {
-        String::arbitrary(u)
-    }
-}
-
-fn pick_bytes(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<u8>> {
-    if u.ratio(2, 3)? {
-        Ok(pick(u, VALUES)?.into_bytes())
-    } else {
-        Vec::<u8>::arbitrary(u)
-    }
-}
 
 /// A short string (at most 255 bytes, as AMQP allows), or nothing when the pick is longer.
 fn short(u: &mut Unstructured<'_>, list: &[&str]) -> arbitrary::Result<Option<ShortString>> {
@@ -167,44 +106,6 @@ fn table(u: &mut Unstructured<'_>, depth: u32, max: u32) -> arbitrary::Result<Fi
         }
     }
     Ok(table)
-}
-
-fn json_value(u: &mut Unstructured<'_>, depth: u32) -> arbitrary::Result<Value> {
-    Ok(match u.int_in_range(0..=6)? {
-        0 => Value::Null,
-        1 => Value::Bool(bool::arbitrary(u)?),
-        2 => Value::from(i64::arbitrary(u)?),
-        3 => serde_json::Number::from_f64(f64::arbitrary(u)?).map_or(Value::Null, Value::Number),
-        4 if depth < 3 => {
-            let mut items = Vec::new();
-            for _ in 0..u.int_in_range(0..=3)? {
-                items.push(json_value(u, depth + 1)?);
-            }
-            Value::Array(items)
-        }
-        5 if depth < 3 => json_object(u, depth + 1)?,
-        _ => Value::String(pick(u, VALUES)?),
-    })
-}
-
-fn json_object(u: &mut Unstructured<'_>, depth: u32) -> arbitrary::Result<Value> {
-    let mut obj = Map::new();
-    if depth == 0 && u.ratio(3, 4)? {
-        for (k, v) in [
-            ("specversion", "1.0"),
-            ("id", "id-1"),
-            ("source", "urn:s"),
-            ("type", "t"),
-        ] {
-            obj.insert(k.into(), Value::String(v.into()));
-        }
-    }
-    for _ in 0..u.int_in_range(0..=8)? {
-        let name = pick(u, MEMBERS)?;
-        let value = json_value(u, depth)?;
-        obj.insert(name, value);
-    }
-    Ok(Value::Object(obj))
 }
 
 /// A delivery as lapin hands it to busway: properties, the `redelivered` flag and the body.
@@ -357,7 +258,7 @@ fn check(d: &Delivery) {
         }
         Err(e) => panic!("a decoded message does not encode: {e}: {message:?}"),
     };
-    if wire::is_structured(message.datacontenttype()) {
+    if refused_for_publishing(&message) {
         return;
     }
     let again = codec::decode(&encoded, message.data().clone(), "fuzz")
