@@ -3,14 +3,13 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use busway_core::preflight::SizeLimit;
 use busway_core::{Broker, Capabilities, Result, Scheduler};
 
 use crate::config::RabbitMqConfig;
 use crate::connection::{ChannelSlot, Settings, Supervised};
-use crate::topology::{self, Topology};
+use crate::topology::Topology;
 
 /// busway's RabbitMQ adapter: a [`Publisher`](busway_core::Publisher),
 /// [`Subscriber`](busway_core::Subscriber) and [`DeadLetters`](busway_core::DeadLetters) on
@@ -146,7 +145,8 @@ impl Broker for RabbitMqBroker {
         caps.per_key_ordering = true;
         caps.scheduling = true;
         // Schedule queues hold a message for its TTL, a 32-bit count of milliseconds.
-        caps.max_schedule_ahead = Some(Duration::from_millis(topology::MAX_DELAY_MS));
+        // Further than a queue's TTL can hold is waited in hops (`subscribe::due`).
+        caps.max_schedule_ahead = None;
         // Queues keep no history: a new group's queue receives what is published after it is
         // bound.
         caps.replays_history = false;

@@ -287,6 +287,31 @@ fn as_u64(value: &AMQPValue) -> Option<u64> {
     }
 }
 
+/// `props` carrying busway-core's [`HEADER_DUE`](busway_core::redelivery::HEADER_DUE): the
+/// message is not to be handled before `due` (a scheduled message waiting in hops).
+pub(crate) fn with_due(props: &BasicProperties, due: DateTime<Utc>) -> BasicProperties {
+    with_headers(props, |h| {
+        h.insert(
+            busway_core::redelivery::HEADER_DUE.into(),
+            text(busway_core::message::format_time(due)),
+        );
+    })
+}
+
+/// When a message waiting in hops is due, if it carries a due time.
+pub(crate) fn due_of(props: &BasicProperties) -> Option<DateTime<Utc>> {
+    header(props, busway_core::redelivery::HEADER_DUE)
+        .and_then(|s| busway_core::message::parse_time(&s).ok())
+}
+
+/// `props` as the next hop of a message that is not due yet: as received, minus the broker's
+/// dead-lettering history (which grows with every hop).
+pub(crate) fn next_hop(props: &BasicProperties) -> BasicProperties {
+    with_headers(props, |h| {
+        h.retain(|k, _| !is_broker_bookkeeping(k.as_str()))
+    })
+}
+
 /// `props` as a dead letter: the original's properties plus the dead-letter metadata headers.
 /// The broker's dead-lettering history (a wait queue's `x-death`) is dropped: it is not part of
 /// the original message, and would eat into the headroom kept for busway's metadata.

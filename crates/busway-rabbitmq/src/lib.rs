@@ -14,6 +14,7 @@
 //! | dead letters of `g`            | direct **exchange `t.dlx`** → durable **queue `t.g.dlq`** (binding key `t.g`); `t.g` dead-letters into it too (`x-dead-letter-exchange`) |
 //! | redelivery after a delay `d`   | **wait queue `t.g.wait.<ms>`**: message TTL `d`, dead-lettered back to `t.g` through the default exchange. No plugin needed |
 //! | scheduled delivery in `d`      | **schedule queue `t.due.<ms>`**: message TTL `d`, dead-lettered into topic exchange `t.due`, which every group's queue is bound to |
+//! | scheduled further than a TTL can hold (~49 days) | hops of at most 4,290,000,000 ms in the longest schedule queue, the message carrying `busway-due`; a consumer that receives it before then sends it through its group's wait queue for the rest (confirmed, then acked), so no group handles it early |
 //! | due while no group is bound    | `t.due`'s alternate exchange **`t.unrouted`** (fanout) parks it in durable **queue `t.unrouted`**; the next group to subscribe moves it into `t` (confirmed, then acked). The group name `unrouted` is reserved |
 //!
 //! Wait and schedule queues expire (`x-expires`) ten minutes after their last use beyond
@@ -85,7 +86,8 @@
 //! Every busway adapter names the same parts the same way: `connection` (the two AMQP
 //! connections, publishing and consuming, and reconnection), `topology` (exchange and queue
 //! names and declarations), `publish` (confirmed publishing, the pre-publish check), `subscribe`
-//! (consuming a group's queue) with `subscribe::settle` (ack, redelivery copy, dead letter),
+//! (consuming a group's queue) with `subscribe::settle` (ack, redelivery copy, dead letter) and
+//! `subscribe::due` (holding back a scheduled message that arrives before it is due),
 //! `dead_letters` (list, peek, redrive, purge), [`codec`] (CloudEvents on AMQP 0-9-1), `error`
 //! (lapin errors classified into busway's), `config`, `broker` (the handle tying them together)
 //! and `fuzzing` (behind the `fuzzing` feature). `parked` is RabbitMQ's own: scheduled messages that fell due while no group

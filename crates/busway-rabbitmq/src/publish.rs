@@ -342,6 +342,10 @@ impl Scheduler for RabbitMqBroker {
     /// Delays are rounded up to three significant digits of milliseconds (never early, at most
     /// 1% late). A message that falls due while no group is bound is parked, not dropped, and
     /// delivered to the next group that subscribes (see the topology in the crate docs).
+    ///
+    /// A delay longer than a queue's TTL can be (~49 days) is waited in hops: the message
+    /// carries its due time (`busway-due`), and each group's consumer that receives it early
+    /// sends it through the group's wait queue again, until it is due.
     async fn schedule(
         &self,
         topic: &str,
@@ -356,13 +360,11 @@ impl Scheduler for RabbitMqBroker {
         if delay.is_zero() {
             return self.publish(topic, message).await;
         }
-        let ms = topology::quantize(delay);
-        if ms >= topology::MAX_DELAY_MS {
-            return Err(Error::Unsupported(format!(
-                "scheduling {delay:?} ahead: RabbitMQ message TTLs are limited to {} ms \
-                 (Capabilities::max_schedule_ahead)",
-                topology::MAX_DELAY_MS
-            )));
+        let mut ms = topology::quantize(delay);
+        let mut props = props;
+        if ms > topology::MAX_HOP_MS {
+            ms = topology::MAX_HOP_MS;
+            props = codec::with_due(&props, deliver_at);
         }
         let queue = topology::schedule_queue(topic, ms);
         let out = Outgoing {

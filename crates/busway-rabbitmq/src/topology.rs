@@ -41,6 +41,12 @@ const WAIT_QUEUE_GRACE: Duration = Duration::from_secs(600);
 /// The longest delay a wait or schedule queue can hold (RabbitMQ's TTL limit, ~49 days).
 pub(crate) const MAX_DELAY_MS: u64 = u32::MAX as u64;
 
+/// The longest wait of one hop of a message scheduled further ahead than a queue can hold: the
+/// largest delay under [`MAX_DELAY_MS`] that [`quantize`] keeps as it is. Such a message carries
+/// busway-core's `busway-due` header, and the consumer that receives it before then sends it
+/// through its group's wait queue again (see `subscribe::due`).
+pub(crate) const MAX_HOP_MS: u64 = 4_290_000_000;
+
 /// The durable topic exchange of a topic.
 pub(crate) fn exchange(topic: &str) -> &str {
     topic
@@ -387,6 +393,9 @@ mod tests {
             3_610_000
         );
         assert_eq!(quantize(Duration::from_secs(u64::MAX)), MAX_DELAY_MS);
+        assert_eq!(quantize(Duration::from_millis(MAX_HOP_MS)), MAX_HOP_MS);
+        const { assert!(MAX_HOP_MS < MAX_DELAY_MS) };
+        assert!(quantize(Duration::from_millis(MAX_HOP_MS + 1)) >= MAX_DELAY_MS);
     }
 
     #[test]

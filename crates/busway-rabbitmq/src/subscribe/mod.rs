@@ -21,6 +21,7 @@ use crate::broker::{RabbitMqBroker, Shared};
 use crate::topology::{self, short};
 use crate::{codec, error};
 
+mod due;
 mod settle;
 
 use settle::{Origin, RabbitSettle, State};
@@ -174,6 +175,17 @@ impl Subscription for RabbitSubscription {
             match active.consumer.next().await {
                 Some(Ok(d)) => {
                     let channel = active.channel.clone();
+                    let d = match due::early(&d, chrono::Utc::now()) {
+                        None => d,
+                        Some(at) => {
+                            let held =
+                                due::hold_back(&self.shared, &self.topic, &self.group, d, at);
+                            match held.await {
+                                None => continue,
+                                Some(d) => d,
+                            }
+                        }
+                    };
                     return Some(Ok(self.delivery(&channel, d)));
                 }
                 Some(Err(e)) => {
